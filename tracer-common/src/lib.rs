@@ -1,0 +1,267 @@
+//! Types shared by memstall's eBPF programs and its loader.
+//!
+//! Every event the kernel side emits starts with an [`EventHeader`] whose `kind` is one of
+//! [`EventKind`]; the payload layout is fixed by `#[repr(C)]` and has no padding, so userspace can
+//! decode it from the ring buffer's bytes without trusting the kernel to have filled every byte.
+#![no_std]
+
+pub const TASK_COMM_LEN: usize = 16;
+
+/// The one event enum: the discriminant carried in [`EventHeader::kind`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    OomKill = 1,
+}
+
+impl EventKind {
+    pub const fn from_u32(value: u32) -> Option<Self> {
+        match value {
+            1 => Some(Self::OomKill),
+            _ => None,
+        }
+    }
+}
+
+/// Slots of the in-kernel drop counter (events lost because the ring buffer was full).
+pub const DROP_SLOTS: u32 = 2;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct EventHeader {
+    pub kind: u32,
+    pub cpu: u32,
+    /// CLOCK_BOOTTIME nanoseconds (bpf_ktime_get_boot_ns).
+    pub boot_ns: u64,
+}
+
+/// A task as the kernel saw it when the event fired.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct TaskInfo {
+    /// Thread id (the kernel's `pid`).
+    pub pid: u32,
+    /// Process id (the kernel's `tgid`).
+    pub tgid: u32,
+    /// Memory cgroup id: the kernfs id of the task's memcg directory (its inode number), or 0
+    /// when it could not be read.
+    pub memcg_id: u64,
+    pub comm: [u8; TASK_COMM_LEN],
+}
+
+/// Where the victim's figures came from.
+pub mod oom_source {
+    /// tp_btf on oom/mark_victim: read from the victim's task_struct.
+    pub const BTF_TASK: u32 = 1;
+    /// Classic tracepoint oom/mark_victim: the tracepoint's own record.
+    pub const TRACEPOINT: u32 = 2;
+}
+
+/// oom/mark_victim: the OOM killer chose `victim`; `trigger` is the task whose allocation
+/// invoked the killer (the current task when the tracepoint fires).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct OomKillEvent {
+    pub header: EventHeader,
+    pub trigger: TaskInfo,
+    pub victim: TaskInfo,
+    pub victim_uid: u32,
+    pub oom_score_adj: i32,
+    pub total_vm_kb: u64,
+    pub anon_rss_kb: u64,
+    pub file_rss_kb: u64,
+    pub shmem_rss_kb: u64,
+    pub swap_entries: u64,
+    pub pgtables_kb: u64,
+    /// One of [`oom_source`].
+    pub source: u32,
+    pub _reserved: u32,
+}
+
+/// Kernel structure layout, resolved from the running kernel's BTF by the loader and handed to
+/// the programs as a global (aya-ebpf cannot emit CO-RE relocations). Offsets are in bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct KernelLayout {
+    /// 0 until the loader fills the layout in; programs then leave task-derived fields at 0.
+    pub valid: u32,
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    pub task_comm: u32,
+    pub task_mm: u32,
+    pub task_signal: u32,
+    pub task_real_cred: u32,
+    pub task_cgroups: u32,
+    /// Offset of `css_set.subsys[memory_cgrp_id]` (the index folded in).
+    pub css_set_memory_subsys: u32,
+    pub css_cgroup: u32,
+    pub cgroup_kn: u32,
+    pub kernfs_node_id: u32,
+    pub signal_oom_score_adj: u32,
+    pub cred_uid: u32,
+    pub mm_total_vm: u32,
+    pub mm_pgtables_bytes: u32,
+    /// Offset of the counter for each MM_* item: `rss_stat[i]` plus the offset of its count.
+    pub mm_file_pages: u32,
+    pub mm_anon_pages: u32,
+    pub mm_swap_entries: u32,
+    pub mm_shmem_pages: u32,
+    /// log2(page size / 1024), to turn page counts into kB.
+    pub page_kb_shift: u32,
+    pub _reserved: u32,
+}
+
+/// Field offsets inside the classic oom/mark_victim tracepoint record, read from its format file.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct MarkVictimFormat {
+    pub pid: u32,
+    /// `__data_loc char[] comm`: a u32 whose low half is the offset and high half the length.
+    pub comm_data_loc: u32,
+    pub total_vm: u32,
+    pub anon_rss: u32,
+    pub file_rss: u32,
+    pub shmem_rss: u32,
+    pub uid: u32,
+    pub pgtables: u32,
+    pub oom_score_adj: u32,
+    /// Bit i set when field i above is present in this kernel's record.
+    pub present: u32,
+}
+
+impl MarkVictimFormat {
+    pub const PID: u32 = 1 << 0;
+    pub const COMM: u32 = 1 << 1;
+    pub const TOTAL_VM: u32 = 1 << 2;
+    pub const ANON_RSS: u32 = 1 << 3;
+    pub const FILE_RSS: u32 = 1 << 4;
+    pub const SHMEM_RSS: u32 = 1 << 5;
+    pub const UID: u32 = 1 << 6;
+    pub const PGTABLES: u32 = 1 << 7;
+    pub const OOM_SCORE_ADJ: u32 = 1 << 8;
+}
+
+#[cfg(feature = "user")]
+mod user {
+    use super::*;
+
+    unsafe impl aya::Pod for KernelLayout {}
+    unsafe impl aya::Pod for MarkVictimFormat {}
+
+    /// Why a ring-buffer record could not be decoded.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum DecodeError {
+        TooShort { len: usize, need: usize },
+        UnknownKind(u32),
+    }
+
+    impl core::fmt::Display for DecodeError {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            match self {
+                Self::TooShort { len, need } => {
+                    write!(f, "record of {len} bytes, expected at least {need}")
+                }
+                Self::UnknownKind(kind) => write!(f, "unknown event kind {kind}"),
+            }
+        }
+    }
+
+    /// A decoded kernel event.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum RawEvent {
+        OomKill(OomKillEvent),
+    }
+
+    fn read<T: bytemuck::Pod>(bytes: &[u8]) -> Result<T, DecodeError> {
+        let need = core::mem::size_of::<T>();
+        match bytes.get(..need) {
+            Some(head) => Ok(bytemuck::pod_read_unaligned(head)),
+            None => Err(DecodeError::TooShort { len: bytes.len(), need }),
+        }
+    }
+
+    impl RawEvent {
+        /// Decodes one ring-buffer record; never panics on malformed input.
+        pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+            let header: EventHeader = read(bytes)?;
+            match EventKind::from_u32(header.kind) {
+                Some(EventKind::OomKill) => read(bytes).map(Self::OomKill),
+                None => Err(DecodeError::UnknownKind(header.kind)),
+            }
+        }
+    }
+
+    /// The text of a NUL-padded kernel `comm`.
+    pub fn comm_str(comm: &[u8; TASK_COMM_LEN]) -> CommStr<'_> {
+        let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+        CommStr(&comm[..end])
+    }
+
+    /// Borrowed comm bytes; displays lossily as UTF-8.
+    pub struct CommStr<'a>(&'a [u8]);
+
+    impl core::fmt::Display for CommStr<'_> {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            for chunk in self.0.utf8_chunks() {
+                f.write_str(chunk.valid())?;
+                if !chunk.invalid().is_empty() {
+                    f.write_str("\u{FFFD}")?;
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+pub use user::{CommStr, DecodeError, RawEvent, comm_str};
+
+#[cfg(all(test, feature = "user"))]
+mod tests {
+    extern crate std;
+    use super::*;
+
+    fn oom_bytes() -> ([u8; core::mem::size_of::<OomKillEvent>()], OomKillEvent) {
+        let event = OomKillEvent {
+            header: EventHeader { kind: EventKind::OomKill as u32, cpu: 1, boot_ns: 42 },
+            victim: TaskInfo { pid: 7, tgid: 7, memcg_id: 99, comm: *b"memhog\0\0\0\0\0\0\0\0\0\0" },
+            anon_rss_kb: 1234,
+            oom_score_adj: -17,
+            ..Default::default()
+        };
+        let mut bytes = [0u8; core::mem::size_of::<OomKillEvent>()];
+        bytes.copy_from_slice(bytemuck::bytes_of(&event));
+        (bytes, event)
+    }
+
+    #[test]
+    fn decodes_oom_kill() {
+        let (bytes, event) = oom_bytes();
+        assert_eq!(RawEvent::decode(&bytes), Ok(RawEvent::OomKill(event)));
+    }
+
+    #[test]
+    fn rejects_truncated_and_unknown_records() {
+        let (mut bytes, _) = oom_bytes();
+        assert_eq!(
+            RawEvent::decode(&bytes[..20]),
+            Err(DecodeError::TooShort { len: 20, need: core::mem::size_of::<OomKillEvent>() })
+        );
+        assert!(matches!(RawEvent::decode(&bytes[..3]), Err(DecodeError::TooShort { .. })));
+        bytes[0] = 0xee;
+        assert_eq!(RawEvent::decode(&bytes), Err(DecodeError::UnknownKind(0xee)));
+    }
+
+    #[test]
+    fn comm_stops_at_nul_and_survives_bad_utf8() {
+        use std::string::ToString;
+        assert_eq!(comm_str(b"memhog\0garbage\0\0").to_string(), "memhog");
+        assert_eq!(comm_str(b"\xffab\0\0\0\0\0\0\0\0\0\0\0\0\0").to_string(), "\u{FFFD}ab");
+        assert_eq!(comm_str(b"0123456789abcdef").to_string(), "0123456789abcdef");
+    }
+}

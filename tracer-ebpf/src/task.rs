@@ -1,0 +1,59 @@
+//! Reading task_struct and friends at offsets the loader resolved from kernel BTF.
+use aya_ebpf::{Global, helpers::bpf_probe_read_kernel};
+use tracer_common::{KernelLayout, TASK_COMM_LEN, TaskInfo};
+
+#[unsafe(no_mangle)]
+// SAFETY: KernelLayout is plain integers, for which all-zero is valid ("not resolved").
+static KERNEL_LAYOUT: Global<KernelLayout> = Global::new(unsafe { core::mem::zeroed() });
+
+pub fn layout() -> KernelLayout {
+    KERNEL_LAYOUT.load()
+}
+
+/// Reads a `T` at `base + offset` in kernel memory; `None` for a null base or a failed read.
+#[inline(always)]
+pub fn read<T>(base: u64, offset: u32) -> Option<T> {
+    if base == 0 {
+        return None;
+    }
+    // SAFETY: bpf_probe_read_kernel validates the address and fails instead of faulting.
+    unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T).ok() }
+}
+
+/// The id of the task's memory cgroup: task->cgroups->subsys[memory]->cgroup->kn->id.
+#[inline(always)]
+pub fn memcg_id(layout: &KernelLayout, task: u64) -> u64 {
+    let css_set: u64 = read(task, layout.task_cgroups).unwrap_or(0);
+    let css: u64 = read(css_set, layout.css_set_memory_subsys).unwrap_or(0);
+    let cgroup: u64 = read(css, layout.css_cgroup).unwrap_or(0);
+    let kn: u64 = read(cgroup, layout.cgroup_kn).unwrap_or(0);
+    read(kn, layout.kernfs_node_id).unwrap_or(0)
+}
+
+/// Identity of `task` read from its task_struct (pid, tgid, comm, memcg).
+#[inline(always)]
+pub fn task_info(layout: &KernelLayout, task: u64) -> TaskInfo {
+    if layout.valid == 0 {
+        return TaskInfo::default();
+    }
+    TaskInfo {
+        pid: read(task, layout.task_pid).unwrap_or(0),
+        tgid: read(task, layout.task_tgid).unwrap_or(0),
+        memcg_id: memcg_id(layout, task),
+        comm: read::<[u8; TASK_COMM_LEN]>(task, layout.task_comm).unwrap_or([0; TASK_COMM_LEN]),
+    }
+}
+
+/// The current task's identity, from helpers where they exist and the layout for the memcg.
+#[inline(always)]
+pub fn current_info(layout: &KernelLayout) -> TaskInfo {
+    let pid_tgid = aya_ebpf::helpers::bpf_get_current_pid_tgid();
+    // SAFETY: bpf_get_current_task takes no arguments.
+    let task = unsafe { aya_ebpf::helpers::generated::bpf_get_current_task() };
+    TaskInfo {
+        pid: pid_tgid as u32,
+        tgid: (pid_tgid >> 32) as u32,
+        memcg_id: if layout.valid != 0 { memcg_id(layout, task) } else { 0 },
+        comm: aya_ebpf::helpers::bpf_get_current_comm().unwrap_or([0; TASK_COMM_LEN]),
+    }
+}

@@ -1,0 +1,161 @@
+//! The `memstall` command: checks, load, attach, run, report.
+use std::{
+    fmt, fs,
+    io::{self, BufWriter},
+    process::ExitCode,
+};
+
+use anyhow::{Context as _, Result};
+use clap::Parser as _;
+
+use crate::{
+    EBPF_OBJECT,
+    cgroup::{CgroupFilter, CgroupResolver, MemoryHierarchy},
+    cli::Cli,
+    clock::BootClock,
+    decode::DecodeContext,
+    loader::{KernelInfo, Tracer},
+    preflight,
+    run::{Pipeline, run},
+    sink::{HumanSink, JsonSink, RunSummary, Sink},
+};
+
+/// A failure the user can fix, printed as one line with no error chain.
+#[derive(Debug)]
+pub struct UserError {
+    message: String,
+    code: u8,
+}
+
+impl UserError {
+    /// Bad command-line input: exit code 2, like clap's usage errors.
+    pub fn input(message: impl Into<String>) -> Self {
+        Self { message: message.into(), code: 2 }
+    }
+
+    /// The machine cannot run the tracer as asked (privileges, BTF, hooks): exit code 1.
+    pub fn environment(message: impl Into<String>) -> Self {
+        Self { message: message.into(), code: 1 }
+    }
+}
+
+impl fmt::Display for UserError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for UserError {}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_target(false)
+        .init();
+    match trace(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => match err.downcast_ref::<UserError>() {
+            Some(user) => {
+                eprintln!("memstall: {user}");
+                ExitCode::from(user.code)
+            }
+            None => {
+                eprintln!("memstall: {err:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn open_sinks(cli: &Cli) -> Result<Vec<Box<dyn Sink>>> {
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    match &cli.json {
+        Some(path) if path.as_os_str() == "-" => {
+            sinks.push(Box::new(JsonSink::new(BufWriter::new(io::stdout()))));
+        }
+        Some(path) => {
+            let file = fs::File::create(path).map_err(|err| {
+                UserError::input(format!("cannot write --json {}: {err}", path.display()))
+            })?;
+            sinks.push(Box::new(JsonSink::new(BufWriter::new(file))));
+            sinks.push(Box::new(HumanSink::new(io::stdout())));
+        }
+        None => sinks.push(Box::new(HumanSink::new(io::stdout()))),
+    }
+    Ok(sinks)
+}
+
+fn trace(cli: Cli) -> Result<()> {
+    let hierarchy = MemoryHierarchy::detect().map_err(|err| UserError::environment(format!("{err:#}")))?;
+    let mut watched = Vec::new();
+    for path in &cli.cgroup {
+        if !path.is_absolute() {
+            return Err(UserError::input(format!(
+                "--cgroup {}: give an absolute cgroupfs path, e.g. {}/app",
+                path.display(),
+                hierarchy.root.display()
+            ))
+            .into());
+        }
+        let relative = hierarchy
+            .relative(path)
+            .map_err(|err| UserError::input(format!("--cgroup: {err:#}")))?;
+        watched.push(relative);
+    }
+    let filter = CgroupFilter::new(watched);
+    let sinks = open_sinks(&cli)?;
+
+    preflight::check_privileges()?;
+    preflight::check_btf(&cli.btf)?;
+    let kernel = KernelInfo::read(&cli.btf)?;
+    let tracer = Tracer::load(EBPF_OBJECT, &kernel)?;
+    if tracer.attached().next().is_none() {
+        let hooks: Vec<String> = tracer.hooks.iter().map(ToString::to_string).collect();
+        return Err(UserError::environment(format!(
+            "no hook could attach on this kernel: {}",
+            hooks.join("; ")
+        ))
+        .into());
+    }
+    for hook in tracer.hooks.iter().filter(|h| h.attached.is_err() || !h.notes.is_empty()) {
+        eprintln!("memstall: note: {hook}");
+    }
+
+    let pipeline = Pipeline {
+        decoder: DecodeContext {
+            cgroups: CgroupResolver::new(&hierarchy.root),
+            version: hierarchy.version,
+            clock: BootClock::new(),
+        },
+        filter,
+        sinks,
+        summary: RunSummary::default(),
+    };
+    let scope = if cli.cgroup.is_empty() {
+        "all memory cgroups".to_owned()
+    } else {
+        let paths: Vec<String> = cli.cgroup.iter().map(|p| p.display().to_string()).collect();
+        format!("{} and descendants", paths.join(", "))
+    };
+    let hooks: Vec<String> = tracer.attached().map(ToString::to_string).collect();
+    let ready = format!(
+        "memstall: tracing {scope} (cgroup {} at {}; {}); Ctrl-C to stop",
+        hierarchy.version_name(),
+        hierarchy.root.display(),
+        hooks.join(", ")
+    );
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let summary = runtime.block_on(run(tracer, pipeline, cli.duration, || eprintln!("{ready}")))?;
+    eprintln!(
+        "memstall: {} event(s) in {:.1} s; {} dropped by the kernel (ring buffer full){}",
+        summary.events,
+        summary.duration_ns as f64 / 1e9,
+        summary.dropped,
+        if summary.malformed > 0 { format!("; {} malformed", summary.malformed) } else { String::new() }
+    );
+    Ok(())
+}

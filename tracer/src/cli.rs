@@ -1,0 +1,61 @@
+//! Command-line interface.
+use std::{path::PathBuf, time::Duration};
+
+use clap::Parser;
+
+use crate::kernel_layout::VMLINUX_BTF;
+
+/// Which cgroup stalled on memory, for how long, and why the OOM killer picked its victim.
+#[derive(Debug, Parser)]
+#[command(name = "memstall", version)]
+pub struct Cli {
+    /// Write events as JSON Lines to FILE ("-" for stdout, which replaces the human lines).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// Stop after SECS seconds (decimals allowed); otherwise run until SIGINT or SIGTERM.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub duration: Option<Duration>,
+
+    /// Only report events of this memory cgroup and its descendants: an absolute cgroupfs path
+    /// such as /sys/fs/cgroup/memory/app. Repeatable.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Vec<PathBuf>,
+
+    /// Kernel BTF to read structure layouts from.
+    #[arg(long, value_name = "FILE", default_value = VMLINUX_BTF)]
+    pub btf: PathBuf,
+}
+
+fn parse_secs(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text.parse().map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    if !secs.is_finite() || secs <= 0.0 || secs > 1e9 {
+        return Err(format!("`{text}` must be a positive number of seconds"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_contract_flags() {
+        let cli = Cli::try_parse_from([
+            "memstall", "--json", "-", "--duration", "2.5", "--cgroup", "/sys/fs/cgroup/memory/a",
+            "--cgroup", "/sys/fs/cgroup/memory/b",
+        ])
+        .unwrap();
+        assert_eq!(cli.json, Some(PathBuf::from("-")));
+        assert_eq!(cli.duration, Some(Duration::from_millis(2500)));
+        assert_eq!(cli.cgroup.len(), 2);
+        assert_eq!(cli.btf, PathBuf::from(VMLINUX_BTF));
+    }
+
+    #[test]
+    fn rejects_bad_durations() {
+        for bad in ["0", "-1", "abc", "inf", "NaN"] {
+            assert!(Cli::try_parse_from(["memstall", "--duration", bad]).is_err(), "{bad}");
+        }
+    }
+}

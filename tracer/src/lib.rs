@@ -1,0 +1,20 @@
+//! memstall: which cgroup stalled on memory reclaim, for how long, and why the OOM killer
+//! picked its victim.
+//!
+//! Data flows one way: kernel programs → ring buffer → [`decode`] → [`run::Pipeline`] → [`sink`].
+
+pub mod app;
+pub mod cgroup;
+pub mod cli;
+pub mod clock;
+pub mod decode;
+pub mod kernel_layout;
+pub mod loader;
+pub mod oom;
+pub mod preflight;
+pub mod run;
+pub mod sink;
+pub mod tracefs;
+
+/// The eBPF object built by build.rs (aya-build, pinned nightly, bpf-linker).
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));

@@ -1,0 +1,154 @@
+//! OOM kills, user side: the kernel's oom/mark_victim record made readable.
+use std::fmt;
+
+use serde::Serialize;
+use tracer_common::{OomKillEvent, comm_str, oom_source};
+
+use crate::{cgroup::memcg_of_pid, clock::format_unix_ns, decode::DecodeContext};
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct OomKill {
+    pub time_ns: u64,
+    /// Memory cgroup of the task that triggered the kill (`null` when it could not be read).
+    pub cgroup: Option<String>,
+    pub pid: u32,
+    pub tgid: u32,
+    pub comm: String,
+    pub victim_pid: u32,
+    pub victim_tgid: u32,
+    pub victim_comm: String,
+    pub victim_cgroup: Option<String>,
+    pub victim_uid: Option<u32>,
+    pub anon_rss_kb: u64,
+    pub file_rss_kb: u64,
+    pub shmem_rss_kb: u64,
+    pub pgtables_kb: u64,
+    pub total_vm_kb: u64,
+    /// Swapped-out pages of the victim (`null` when the hook cannot see them).
+    pub swap_entries: Option<u64>,
+    pub oom_score_adj: i32,
+    /// Which hook produced the record: `tp_btf` or `tracepoint`.
+    pub source: &'static str,
+}
+
+impl OomKill {
+    pub fn decode(raw: &OomKillEvent, ctx: &mut DecodeContext) -> Self {
+        let from_task = raw.source == oom_source::BTF_TASK;
+        let victim_cgroup = match ctx.cgroups.path(raw.victim.memcg_id) {
+            Some(path) => Some(path),
+            // The classic record has no memcg: ask /proc while the victim is still exiting.
+            None => memcg_of_pid(raw.victim.pid, ctx.version),
+        };
+        Self {
+            time_ns: ctx.clock.unix_ns(raw.header.boot_ns),
+            cgroup: ctx.cgroups.path(raw.trigger.memcg_id),
+            pid: raw.trigger.pid,
+            tgid: raw.trigger.tgid,
+            comm: comm_str(&raw.trigger.comm).to_string(),
+            victim_pid: raw.victim.pid,
+            victim_tgid: raw.victim.tgid,
+            victim_comm: comm_str(&raw.victim.comm).to_string(),
+            victim_cgroup,
+            victim_uid: (raw.victim_uid != u32::MAX).then_some(raw.victim_uid),
+            anon_rss_kb: raw.anon_rss_kb,
+            file_rss_kb: raw.file_rss_kb,
+            shmem_rss_kb: raw.shmem_rss_kb,
+            pgtables_kb: raw.pgtables_kb,
+            total_vm_kb: raw.total_vm_kb,
+            swap_entries: from_task.then_some(raw.swap_entries),
+            oom_score_adj: raw.oom_score_adj,
+            source: if from_task { "tp_btf" } else { "tracepoint" },
+        }
+    }
+
+    pub fn cgroups(&self) -> impl Iterator<Item = &str> {
+        [self.victim_cgroup.as_deref(), self.cgroup.as_deref()].into_iter().flatten()
+    }
+}
+
+/// kB as the kernel's OOM report gives them, with MiB alongside once they get large.
+struct Kb(u64);
+
+impl fmt::Display for Kb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 >= 10 * 1024 {
+            write!(f, "{} kB ({:.1} MiB)", self.0, self.0 as f64 / 1024.0)
+        } else {
+            write!(f, "{} kB", self.0)
+        }
+    }
+}
+
+impl fmt::Display for OomKill {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let unknown = "?";
+        write!(
+            f,
+            "{} OOM KILL {} pid {} in {}: anon-rss {}, file-rss {}, shmem-rss {}, pgtables {}, oom_score_adj {}",
+            format_unix_ns(self.time_ns),
+            self.victim_comm,
+            self.victim_pid,
+            self.victim_cgroup.as_deref().unwrap_or(unknown),
+            Kb(self.anon_rss_kb),
+            Kb(self.file_rss_kb),
+            Kb(self.shmem_rss_kb),
+            Kb(self.pgtables_kb),
+            self.oom_score_adj,
+        )?;
+        if let Some(uid) = self.victim_uid {
+            write!(f, ", uid {uid}")?;
+        }
+        if self.pid == self.victim_pid {
+            write!(f, "; triggered by its own allocation")
+        } else {
+            write!(
+                f,
+                "; triggered by {} pid {} in {}",
+                self.comm,
+                self.pid,
+                self.cgroup.as_deref().unwrap_or(unknown)
+            )
+        }
+    }
+}
+
+/// Attaches the OOM-kill hook: tp_btf where mark_victim passes the victim's task_struct (every
+/// field straight from the task, including its memcg), else the classic tracepoint's record.
+pub fn attach(ebpf: &mut aya::Ebpf, kernel: &crate::loader::KernelInfo) -> crate::loader::HookStatus {
+    use crate::{loader, tracefs};
+    let mut notes = Vec::new();
+    let btf_usable = match (&kernel.layout, kernel.btf.tracepoint_first_arg_is_task("mark_victim")) {
+        (Err(why), _) => Err(format!("kernel layout: {why}")),
+        (_, Err(e)) => Err(format!("{e:#}")),
+        (_, Ok(false)) => Err("this kernel's mark_victim does not pass the victim task".into()),
+        (Ok(_), Ok(true)) => Ok(()),
+    };
+    let btf_result = btf_usable.and_then(|()| {
+        loader::attach_tp_btf(ebpf, "oom_mark_victim_btf", "mark_victim", &kernel.aya_btf)
+            .map_err(|e| format!("{e:#}"))
+    });
+    match btf_result {
+        Ok(()) => {
+            return loader::HookStatus {
+                hook: "oom_kill",
+                attached: Ok("tp_btf oom/mark_victim".into()),
+                notes,
+            };
+        }
+        Err(why) => notes.push(format!("tp_btf not used: {why}")),
+    }
+    let classic = (|| -> anyhow::Result<()> {
+        let tracefs = tracefs::ensure_mounted()?;
+        let format = tracefs::read_mark_victim_format(&tracefs)?;
+        let map = ebpf
+            .map_mut("MARK_VICTIM_FORMAT")
+            .ok_or_else(|| anyhow::anyhow!("map MARK_VICTIM_FORMAT missing"))?;
+        aya::maps::Array::<_, tracer_common::MarkVictimFormat>::try_from(map)?.set(0, format, 0)?;
+        loader::attach_tracepoint(ebpf, "oom_mark_victim_tp", "oom", "mark_victim")
+    })();
+    loader::HookStatus {
+        hook: "oom_kill",
+        attached: classic.map(|()| "tracepoint oom/mark_victim".into()).map_err(|e| format!("{e:#}")),
+        notes,
+    }
+}
