@@ -1,1 +1,136 @@
-fn main(){}
+//! Test workload: joins a cgroup, then fills memory of the kinds reclaim and the OOM killer
+//! treat differently (anonymous, page cache, tmpfs, SysV shm), touching every page.
+use std::{
+    fs,
+    io::{Read as _, Write as _},
+    path::PathBuf,
+    thread,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::Parser;
+
+const MIB: usize = 1 << 20;
+
+#[derive(Parser)]
+struct Args {
+    /// Join this cgroup (absolute cgroupfs path) before allocating.
+    #[arg(long)]
+    cgroup: Option<PathBuf>,
+    /// Set /proc/self/oom_score_adj (raising it needs no privilege; lowering needs CAP_SYS_RESOURCE).
+    #[arg(long, allow_hyphen_values = true)]
+    oom_score_adj: Option<i32>,
+    /// Read FILE (creating it with MIB MiB if missing) into the page cache first: FILE:MIB.
+    #[arg(long, value_name = "FILE:MIB")]
+    page_cache: Option<String>,
+    /// Write MIB MiB to FILE, e.g. on tmpfs: FILE:MIB. The file is left for the caller to remove.
+    #[arg(long, value_name = "FILE:MIB")]
+    write_file: Option<String>,
+    /// Allocate and touch MIB MiB of SysV shared memory (removed when the process exits).
+    #[arg(long, value_name = "MIB", default_value_t = 0)]
+    shm_mib: usize,
+    /// Anonymous memory to allocate and touch, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 0)]
+    anon_mib: usize,
+    /// Touch anonymous memory in steps of this many MiB, pausing `--step-ms` between steps.
+    #[arg(long, default_value_t = 0)]
+    step_mib: usize,
+    #[arg(long, default_value_t = 0)]
+    step_ms: u64,
+    /// Seconds to hold the memory before exiting.
+    #[arg(long, default_value_t = 0.0)]
+    hold_secs: f64,
+}
+
+fn split_spec(spec: &str) -> Result<(PathBuf, usize)> {
+    let (path, mib) = spec.rsplit_once(':').context("expected FILE:MIB")?;
+    Ok((path.into(), mib.parse().context("MiB count")?))
+}
+
+fn touch(ptr: *mut u8, len: usize) {
+    for offset in (0..len).step_by(4096) {
+        // SAFETY: ptr..ptr+len is a live writable mapping owned by this process.
+        unsafe { ptr.add(offset).write_volatile(1) };
+    }
+}
+
+fn fill_file(path: &PathBuf, mib: usize) -> Result<()> {
+    let mut file = fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let chunk = vec![0x5au8; MIB];
+    for _ in 0..mib {
+        file.write_all(&chunk)?;
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    if let Some(cgroup) = &args.cgroup {
+        fs::write(cgroup.join("cgroup.procs"), std::process::id().to_string())
+            .with_context(|| format!("joining {}", cgroup.display()))?;
+    }
+    if let Some(adj) = args.oom_score_adj {
+        fs::write("/proc/self/oom_score_adj", adj.to_string()).context("setting oom_score_adj")?;
+    }
+    if let Some(spec) = &args.page_cache {
+        let (path, mib) = split_spec(spec)?;
+        if fs::metadata(&path).map(|m| m.len() as usize) .unwrap_or(0) < mib * MIB {
+            fill_file(&path, mib)?;
+        }
+        let mut buf = vec![0u8; MIB];
+        let mut file = fs::File::open(&path)?;
+        while file.read(&mut buf)? > 0 {}
+    }
+    if let Some(spec) = &args.write_file {
+        let (path, mib) = split_spec(spec)?;
+        fill_file(&path, mib)?;
+    }
+    if args.shm_mib > 0 {
+        let len = args.shm_mib * MIB;
+        // SAFETY: plain SysV calls; the segment is marked for removal right after attaching.
+        unsafe {
+            let id = libc::shmget(libc::IPC_PRIVATE, len, libc::IPC_CREAT | 0o600);
+            if id < 0 {
+                bail!("shmget: {}", std::io::Error::last_os_error());
+            }
+            let addr = libc::shmat(id, std::ptr::null(), 0);
+            libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut());
+            if addr as isize == -1 {
+                bail!("shmat: {}", std::io::Error::last_os_error());
+            }
+            touch(addr.cast(), len);
+        }
+    }
+    if args.anon_mib > 0 {
+        let len = args.anon_mib * MIB;
+        // SAFETY: anonymous private mapping; never unmapped while touched.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            bail!("mmap {} MiB: {}", args.anon_mib, std::io::Error::last_os_error());
+        }
+        let step = if args.step_mib > 0 { args.step_mib * MIB } else { len };
+        let mut done = 0;
+        while done < len {
+            let n = step.min(len - done);
+            // SAFETY: done + n <= len.
+            touch(unsafe { ptr.cast::<u8>().add(done) }, n);
+            done += n;
+            if args.step_ms > 0 {
+                thread::sleep(Duration::from_millis(args.step_ms));
+            }
+        }
+    }
+    println!("memhog: done");
+    thread::sleep(Duration::from_secs_f64(args.hold_secs));
+    Ok(())
+}
