@@ -65,7 +65,12 @@ impl MemCgroup {
         }
         let path = parent_dir.join(&name);
         fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?;
-        let cgroup = Self { root: root.to_path_buf(), path, relative, version };
+        let cgroup = Self {
+            root: root.to_path_buf(),
+            path,
+            relative,
+            version,
+        };
         let limit = limit_bytes.to_string();
         match version {
             CgroupVersion::V1 => {
@@ -148,15 +153,18 @@ impl Drop for MemCgroup {
 /// The test workload binary, built beside the test executables (target/<profile>/memhog).
 pub fn memhog() -> Command {
     let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
     Command::new(profile_dir.join("memhog"))
 }
 
 /// The memstall binary under test: $MEMSTALL_BIN, else the workspace's debug build.
 pub fn memstall_bin() -> PathBuf {
-    std::env::var_os("MEMSTALL_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/memstall")
-    })
+    std::env::var_os("MEMSTALL_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/memstall"))
 }
 
 /// A memstall process that has attached its hooks (it said so on stderr).
@@ -170,7 +178,10 @@ impl Memstall {
     pub fn start(args: &[&str]) -> Result<Self> {
         let bin = memstall_bin();
         if !bin.exists() {
-            bail!("{} missing: build it first (`cargo xtask test` does)", bin.display());
+            bail!(
+                "{} missing: build it first (`cargo xtask test` does)",
+                bin.display()
+            );
         }
         let mut child = Command::new(&bin)
             .args(args)
@@ -187,10 +198,17 @@ impl Memstall {
                 }
             }
         });
-        let mut memstall = Self { child, stderr_lines: rx, stderr: Vec::new() };
+        let mut memstall = Self {
+            child,
+            stderr_lines: rx,
+            stderr: Vec::new(),
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            match memstall.stderr_lines.recv_timeout(Duration::from_millis(100)) {
+            match memstall
+                .stderr_lines
+                .recv_timeout(Duration::from_millis(100))
+            {
                 Ok(line) => {
                     let ready = line.contains("tracing");
                     memstall.stderr.push(line);
@@ -200,12 +218,18 @@ impl Memstall {
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     if let Some(status) = memstall.child.try_wait()? {
-                        bail!("memstall exited with {status} before attaching: {:?}", memstall.stderr);
+                        bail!(
+                            "memstall exited with {status} before attaching: {:?}",
+                            memstall.stderr
+                        );
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     let status = memstall.child.wait()?;
-                    bail!("memstall exited with {status} before attaching: {:?}", memstall.stderr);
+                    bail!(
+                        "memstall exited with {status} before attaching: {:?}",
+                        memstall.stderr
+                    );
                 }
             }
         }
@@ -276,7 +300,11 @@ pub fn kernel_log() -> Result<Vec<String>> {
 /// The kernel's "Killed process PID (comm) total-vm:…kB, anon-rss:…kB, …" figures for `pid`.
 pub fn kernel_kill_report(pid: u32) -> Result<Option<HashMap<String, u64>>> {
     let needle = format!("Killed process {pid} (");
-    let Some(line) = kernel_log()?.into_iter().rev().find(|l| l.contains(&needle)) else {
+    let Some(line) = kernel_log()?
+        .into_iter()
+        .rev()
+        .find(|l| l.contains(&needle))
+    else {
         return Ok(None);
     };
     let mut figures = HashMap::new();

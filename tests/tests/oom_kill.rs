@@ -7,14 +7,25 @@ use memstall_tests::{
 };
 
 #[test]
-fn oom_kill_in_memory_cgroup_matches_the_kernel() {
+fn oom_kill_via_tp_btf_matches_the_kernel() {
+    oom_kill_matches_the_kernel(&[], "tp_btf");
+}
+
+#[test]
+fn oom_kill_via_classic_tracepoint_matches_the_kernel() {
+    oom_kill_matches_the_kernel(&["--force-tracepoints"], "tracepoint");
+}
+
+fn oom_kill_matches_the_kernel(extra_args: &[&str], source: &str) {
     let cgroup = MemCgroup::create("oom", 32 * MIB).unwrap();
     let bystander = MemCgroup::create("bystander", 32 * MIB).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("events.jsonl");
     let other_json = dir.path().join("other.jsonl");
     let cgroup_arg = cgroup.path.to_str().unwrap();
-    let memstall = Memstall::start(&["--json", json.to_str().unwrap(), "--cgroup", cgroup_arg]).unwrap();
+    let mut args = vec!["--json", json.to_str().unwrap(), "--cgroup", cgroup_arg];
+    args.extend_from_slice(extra_args);
+    let memstall = Memstall::start(&args).unwrap();
     // A second tracer watching only an unrelated cgroup must see none of this kill.
     let filtered = Memstall::start(&[
         "--json",
@@ -36,7 +47,10 @@ fn oom_kill_in_memory_cgroup_matches_the_kernel() {
         Some(libc::SIGKILL),
         "memhog should be OOM-killed, got {status}"
     );
-    assert!(wait_until(Duration::from_secs(5), || cgroup.oom_kills().unwrap() >= 1));
+    assert!(wait_until(Duration::from_secs(5), || cgroup
+        .oom_kills()
+        .unwrap()
+        >= 1));
     // Ring-buffer delivery is asynchronous: give the tracers a moment before stopping them.
     std::thread::sleep(Duration::from_millis(500));
     let (status, stderr) = memstall.stop(libc::SIGINT).unwrap();
@@ -47,23 +61,62 @@ fn oom_kill_in_memory_cgroup_matches_the_kernel() {
     let kernel_kills = cgroup.oom_kills().unwrap();
     let events = read_json_lines(&json).unwrap();
     let kills: Vec<_> = events.iter().filter(|e| e["type"] == "oom_kill").collect();
-    assert_eq!(kills.len() as u64, kernel_kills, "memstall vs memory.oom_control/events: {events:#?}");
-    let kill = kills.iter().find(|k| k["victim_pid"] == hog_pid).expect("the memhog kill");
+    assert_eq!(
+        kills.len() as u64,
+        kernel_kills,
+        "memstall vs memory.oom_control/events: {events:#?}"
+    );
+    let kill = kills
+        .iter()
+        .find(|k| k["victim_pid"] == hog_pid)
+        .expect("the memhog kill");
+    assert_eq!(kill["source"], source);
     assert_eq!(kill["victim_comm"], "memhog");
-    assert_eq!(kill["victim_cgroup"], cgroup.relative.as_str());
-    assert_eq!(kill["cgroup"], cgroup.relative.as_str(), "memhog triggered its own kill");
+    if source == "tp_btf" {
+        assert_eq!(kill["victim_cgroup"], cgroup.relative.as_str());
+    } else {
+        // The classic record has no memcg: memstall reads /proc/PID/cgroup, which is gone
+        // once the test has reaped the victim.
+        assert!(
+            kill["victim_cgroup"] == cgroup.relative.as_str() || kill["victim_cgroup"].is_null(),
+            "{kill}"
+        );
+    }
+    assert_eq!(
+        kill["cgroup"],
+        cgroup.relative.as_str(),
+        "memhog triggered its own kill"
+    );
     assert_eq!(kill["pid"], hog_pid);
     assert_eq!(kill["oom_score_adj"], 0);
     assert!(kill["time_ns"].as_u64().unwrap() > 1_600_000_000_000_000_000);
     let anon_kb = kill["anon_rss_kb"].as_u64().unwrap();
     // The per-CPU rss counters the kernel reports run a few pages ahead of the exact count.
-    assert!((16 * 1024..=40 * 1024).contains(&anon_kb), "anon_rss_kb {anon_kb} in a 32 MiB cgroup");
+    assert!(
+        (16 * 1024..=40 * 1024).contains(&anon_kb),
+        "anon_rss_kb {anon_kb} in a 32 MiB cgroup"
+    );
 
-    let report = kernel_kill_report(hog_pid).unwrap().expect("kernel logged the kill");
-    assert_eq!(Some(&anon_kb), report.get("anon-rss"), "kernel report {report:?}");
-    assert_eq!(kill["file_rss_kb"].as_u64(), report.get("file-rss").copied());
-    assert_eq!(kill["shmem_rss_kb"].as_u64(), report.get("shmem-rss").copied());
-    assert_eq!(kill["pgtables_kb"].as_u64(), report.get("pgtables").copied());
+    let report = kernel_kill_report(hog_pid)
+        .unwrap()
+        .expect("kernel logged the kill");
+    assert_eq!(
+        Some(&anon_kb),
+        report.get("anon-rss"),
+        "kernel report {report:?}"
+    );
+    assert_eq!(
+        kill["file_rss_kb"].as_u64(),
+        report.get("file-rss").copied()
+    );
+    assert_eq!(
+        kill["shmem_rss_kb"].as_u64(),
+        report.get("shmem-rss").copied()
+    );
+    assert_eq!(
+        kill["pgtables_kb"].as_u64(),
+        report.get("pgtables").copied()
+    );
     assert_eq!(kill["victim_uid"].as_u64(), report.get("UID").copied());
 
     let end = events.last().unwrap();
@@ -71,5 +124,8 @@ fn oom_kill_in_memory_cgroup_matches_the_kernel() {
     assert_eq!(end["dropped"], 0);
 
     let other = read_json_lines(&other_json).unwrap();
-    assert!(other.iter().all(|e| e["type"] != "oom_kill"), "filtered tracer saw {other:#?}");
+    assert!(
+        other.iter().all(|e| e["type"] != "oom_kill"),
+        "filtered tracer saw {other:#?}"
+    );
 }

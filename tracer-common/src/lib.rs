@@ -181,7 +181,10 @@ mod user {
         let need = core::mem::size_of::<T>();
         match bytes.get(..need) {
             Some(head) => Ok(bytemuck::pod_read_unaligned(head)),
-            None => Err(DecodeError::TooShort { len: bytes.len(), need }),
+            None => Err(DecodeError::TooShort {
+                len: bytes.len(),
+                need,
+            }),
         }
     }
 
@@ -228,8 +231,17 @@ mod tests {
 
     fn oom_bytes() -> ([u8; core::mem::size_of::<OomKillEvent>()], OomKillEvent) {
         let event = OomKillEvent {
-            header: EventHeader { kind: EventKind::OomKill as u32, cpu: 1, boot_ns: 42 },
-            victim: TaskInfo { pid: 7, tgid: 7, memcg_id: 99, comm: *b"memhog\0\0\0\0\0\0\0\0\0\0" },
+            header: EventHeader {
+                kind: EventKind::OomKill as u32,
+                cpu: 1,
+                boot_ns: 42,
+            },
+            victim: TaskInfo {
+                pid: 7,
+                tgid: 7,
+                memcg_id: 99,
+                comm: *b"memhog\0\0\0\0\0\0\0\0\0\0",
+            },
             anon_rss_kb: 1234,
             oom_score_adj: -17,
             ..Default::default()
@@ -250,18 +262,33 @@ mod tests {
         let (mut bytes, _) = oom_bytes();
         assert_eq!(
             RawEvent::decode(&bytes[..20]),
-            Err(DecodeError::TooShort { len: 20, need: core::mem::size_of::<OomKillEvent>() })
+            Err(DecodeError::TooShort {
+                len: 20,
+                need: core::mem::size_of::<OomKillEvent>()
+            })
         );
-        assert!(matches!(RawEvent::decode(&bytes[..3]), Err(DecodeError::TooShort { .. })));
+        assert!(matches!(
+            RawEvent::decode(&bytes[..3]),
+            Err(DecodeError::TooShort { .. })
+        ));
         bytes[0] = 0xee;
-        assert_eq!(RawEvent::decode(&bytes), Err(DecodeError::UnknownKind(0xee)));
+        assert_eq!(
+            RawEvent::decode(&bytes),
+            Err(DecodeError::UnknownKind(0xee))
+        );
     }
 
     #[test]
     fn comm_stops_at_nul_and_survives_bad_utf8() {
         use std::string::ToString;
         assert_eq!(comm_str(b"memhog\0garbage\0\0").to_string(), "memhog");
-        assert_eq!(comm_str(b"\xffab\0\0\0\0\0\0\0\0\0\0\0\0\0").to_string(), "\u{FFFD}ab");
-        assert_eq!(comm_str(b"0123456789abcdef").to_string(), "0123456789abcdef");
+        assert_eq!(
+            comm_str(b"\xffab\0\0\0\0\0\0\0\0\0\0\0\0\0").to_string(),
+            "\u{FFFD}ab"
+        );
+        assert_eq!(
+            comm_str(b"0123456789abcdef").to_string(),
+            "0123456789abcdef"
+        );
     }
 }

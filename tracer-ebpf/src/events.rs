@@ -17,7 +17,11 @@ pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_SLOTS, 0
 pub fn header(kind: EventKind) -> EventHeader {
     // SAFETY: both helpers take no arguments and are allowed in every tracing program type.
     let (cpu, boot_ns) = unsafe { (bpf_get_smp_processor_id(), bpf_ktime_get_boot_ns()) };
-    EventHeader { kind: kind as u32, cpu, boot_ns }
+    EventHeader {
+        kind: kind as u32,
+        cpu,
+        boot_ns,
+    }
 }
 
 pub fn count_drop(kind: EventKind) {

@@ -5,7 +5,9 @@ use aya_ebpf::{
     maps::Array,
     programs::{BtfTracePointContext, TracePointContext},
 };
-use tracer_common::{EventKind, KernelLayout, MarkVictimFormat, OomKillEvent, TASK_COMM_LEN, oom_source};
+use tracer_common::{
+    EventKind, KernelLayout, MarkVictimFormat, OomKillEvent, TASK_COMM_LEN, oom_source,
+};
 
 use crate::{
     events::{EVENTS, count_drop, header},
@@ -29,7 +31,11 @@ fn emit(event: &OomKillEvent) {
 
 fn pages_to_kb(layout: &KernelLayout, pages: i64) -> u64 {
     // The kernel's own report clamps negative per-CPU counter drift to zero.
-    if pages < 0 { 0 } else { (pages as u64) << layout.page_kb_shift }
+    if pages < 0 {
+        0
+    } else {
+        (pages as u64) << layout.page_kb_shift
+    }
 }
 
 /// tp_btf: the first argument is the victim's task_struct (kernels since 6.8; the loader checks
@@ -53,7 +59,10 @@ pub fn oom_mark_victim_btf(ctx: BtfTracePointContext) -> i32 {
         file_rss_kb: counter(layout.mm_file_pages),
         shmem_rss_kb: counter(layout.mm_shmem_pages),
         swap_entries: read::<i64>(mm, layout.mm_swap_entries).unwrap_or(0).max(0) as u64,
-        pgtables_kb: read::<i64>(mm, layout.mm_pgtables_bytes).unwrap_or(0).max(0) as u64 >> 10,
+        pgtables_kb: read::<i64>(mm, layout.mm_pgtables_bytes)
+            .unwrap_or(0)
+            .max(0) as u64
+            >> 10,
         source: oom_source::BTF_TASK,
         _reserved: 0,
     };
@@ -65,7 +74,9 @@ pub fn oom_mark_victim_btf(ctx: BtfTracePointContext) -> i32 {
 /// is not in it (the loader looks it up from /proc while the victim is still exiting).
 #[tracepoint(category = "oom", name = "mark_victim")]
 pub fn oom_mark_victim_tp(ctx: TracePointContext) -> i32 {
-    let Some(format) = MARK_VICTIM_FORMAT.get(0) else { return 0 };
+    let Some(format) = MARK_VICTIM_FORMAT.get(0) else {
+        return 0;
+    };
     let field = |bit: u32, offset: u32| -> u64 {
         if format.present & bit == 0 {
             return 0;

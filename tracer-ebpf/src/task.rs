@@ -53,7 +53,11 @@ pub fn current_info(layout: &KernelLayout) -> TaskInfo {
     TaskInfo {
         pid: pid_tgid as u32,
         tgid: (pid_tgid >> 32) as u32,
-        memcg_id: if layout.valid != 0 { memcg_id(layout, task) } else { 0 },
+        memcg_id: if layout.valid != 0 {
+            memcg_id(layout, task)
+        } else {
+            0
+        },
         comm: aya_ebpf::helpers::bpf_get_current_comm().unwrap_or([0; TASK_COMM_LEN]),
     }
 }

@@ -30,12 +30,18 @@ pub struct UserError {
 impl UserError {
     /// Bad command-line input: exit code 2, like clap's usage errors.
     pub fn input(message: impl Into<String>) -> Self {
-        Self { message: message.into(), code: 2 }
+        Self {
+            message: message.into(),
+            code: 2,
+        }
     }
 
     /// The machine cannot run the tracer as asked (privileges, BTF, hooks): exit code 1.
     pub fn environment(message: impl Into<String>) -> Self {
-        Self { message: message.into(), code: 1 }
+        Self {
+            message: message.into(),
+            code: 1,
+        }
     }
 }
 
@@ -86,7 +92,8 @@ fn open_sinks(cli: &Cli) -> Result<Vec<Box<dyn Sink>>> {
 }
 
 fn trace(cli: Cli) -> Result<()> {
-    let hierarchy = MemoryHierarchy::detect().map_err(|err| UserError::environment(format!("{err:#}")))?;
+    let hierarchy =
+        MemoryHierarchy::detect().map_err(|err| UserError::environment(format!("{err:#}")))?;
     let mut watched = Vec::new();
     for path in &cli.cgroup {
         if !path.is_absolute() {
@@ -107,7 +114,7 @@ fn trace(cli: Cli) -> Result<()> {
 
     preflight::check_privileges()?;
     preflight::check_btf(&cli.btf)?;
-    let kernel = KernelInfo::read(&cli.btf)?;
+    let kernel = KernelInfo::read(&cli.btf, cli.force_tracepoints)?;
     let tracer = Tracer::load(EBPF_OBJECT, &kernel)?;
     if tracer.attached().next().is_none() {
         let hooks: Vec<String> = tracer.hooks.iter().map(ToString::to_string).collect();
@@ -117,7 +124,11 @@ fn trace(cli: Cli) -> Result<()> {
         ))
         .into());
     }
-    for hook in tracer.hooks.iter().filter(|h| h.attached.is_err() || !h.notes.is_empty()) {
+    for hook in tracer
+        .hooks
+        .iter()
+        .filter(|h| h.attached.is_err() || !h.notes.is_empty())
+    {
         eprintln!("memstall: note: {hook}");
     }
 
@@ -155,7 +166,11 @@ fn trace(cli: Cli) -> Result<()> {
         summary.events,
         summary.duration_ns as f64 / 1e9,
         summary.dropped,
-        if summary.malformed > 0 { format!("; {} malformed", summary.malformed) } else { String::new() }
+        if summary.malformed > 0 {
+            format!("; {} malformed", summary.malformed)
+        } else {
+            String::new()
+        }
     );
     Ok(())
 }

@@ -40,17 +40,27 @@ impl MemoryHierarchy {
         let mut v2 = None;
         for line in mountinfo.lines() {
             // "36 35 0:30 / /sys/fs/cgroup/memory rw,relatime shared:1 - cgroup cgroup rw,memory"
-            let Some((left, right)) = line.split_once(" - ") else { continue };
+            let Some((left, right)) = line.split_once(" - ") else {
+                continue;
+            };
             let mount_point = left.split(' ').nth(4).map(unescape_mountinfo);
             let mut right = right.split(' ');
             let (fstype, _source, options) = (right.next(), right.next(), right.next());
-            let Some(mount_point) = mount_point else { continue };
+            let Some(mount_point) = mount_point else {
+                continue;
+            };
             match fstype {
                 Some("cgroup") if options.is_some_and(|o| o.split(',').any(|o| o == "memory")) => {
-                    return Some(Self { root: mount_point, version: CgroupVersion::V1 });
+                    return Some(Self {
+                        root: mount_point,
+                        version: CgroupVersion::V1,
+                    });
                 }
                 Some("cgroup2") if v2.is_none() && has_memory(&mount_point) => {
-                    v2 = Some(Self { root: mount_point, version: CgroupVersion::V2 });
+                    v2 = Some(Self {
+                        root: mount_point,
+                        version: CgroupVersion::V2,
+                    });
                 }
                 _ => {}
             }
@@ -91,7 +101,9 @@ fn unescape_mountinfo(field: &str) -> PathBuf {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let octal = bytes.get(i + 1..i + 4).filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
         match (bytes[i], octal) {
             (b'\\', Some(d)) => {
                 out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
@@ -121,8 +133,11 @@ const RESCAN_INTERVAL: Duration = Duration::from_millis(500);
 
 impl CgroupResolver {
     pub fn new(root: &Path) -> Self {
-        let mut resolver =
-            Self { root: root.to_path_buf(), by_id: HashMap::new(), missed: HashMap::new() };
+        let mut resolver = Self {
+            root: root.to_path_buf(),
+            by_id: HashMap::new(),
+            missed: HashMap::new(),
+        };
         resolver.scan();
         resolver
     }
@@ -130,13 +145,21 @@ impl CgroupResolver {
     fn scan(&mut self) {
         let mut stack = vec![(self.root.clone(), String::from("/"))];
         while let Some((dir, path)) = stack.pop() {
-            let Ok(meta) = fs::metadata(&dir) else { continue };
+            let Ok(meta) = fs::metadata(&dir) else {
+                continue;
+            };
             self.by_id.insert(meta.ino(), path.clone());
-            let Ok(entries) = fs::read_dir(&dir) else { continue };
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
             for entry in entries.flatten() {
                 if entry.file_type().is_ok_and(|t| t.is_dir()) {
                     let name = entry.file_name().to_string_lossy().into_owned();
-                    let child = if path == "/" { format!("/{name}") } else { format!("{path}/{name}") };
+                    let child = if path == "/" {
+                        format!("/{name}")
+                    } else {
+                        format!("{path}/{name}")
+                    };
                     stack.push((entry.path(), child));
                 }
             }
@@ -149,7 +172,10 @@ impl CgroupResolver {
             return None;
         }
         if !self.by_id.contains_key(&id)
-            && self.missed.get(&id).is_none_or(|at| at.elapsed() >= RESCAN_INTERVAL)
+            && self
+                .missed
+                .get(&id)
+                .is_none_or(|at| at.elapsed() >= RESCAN_INTERVAL)
         {
             self.scan();
             if !self.by_id.contains_key(&id) {
@@ -208,7 +234,9 @@ impl CgroupFilter {
             || self.prefixes.iter().any(|prefix| {
                 prefix == "/"
                     || path == prefix
-                    || path.strip_prefix(prefix.as_str()).is_some_and(|rest| rest.starts_with('/'))
+                    || path
+                        .strip_prefix(prefix.as_str())
+                        .is_some_and(|rest| rest.starts_with('/'))
             })
     }
 }
@@ -233,29 +261,56 @@ mod tests {
     #[test]
     fn finds_v1_memory_in_hybrid_layout() {
         let h = MemoryHierarchy::from_mountinfo(HYBRID, |_| false).unwrap();
-        assert_eq!(h, MemoryHierarchy { root: "/sys/fs/cgroup/memory".into(), version: CgroupVersion::V1 });
+        assert_eq!(
+            h,
+            MemoryHierarchy {
+                root: "/sys/fs/cgroup/memory".into(),
+                version: CgroupVersion::V1
+            }
+        );
     }
 
     #[test]
     fn finds_v2_when_it_has_memory() {
         let h = MemoryHierarchy::from_mountinfo(PURE_V2, |_| true).unwrap();
-        assert_eq!(h, MemoryHierarchy { root: "/sys/fs/cgroup".into(), version: CgroupVersion::V2 });
+        assert_eq!(
+            h,
+            MemoryHierarchy {
+                root: "/sys/fs/cgroup".into(),
+                version: CgroupVersion::V2
+            }
+        );
         assert_eq!(MemoryHierarchy::from_mountinfo(PURE_V2, |_| false), None);
     }
 
     #[test]
     fn unescapes_mount_points() {
-        assert_eq!(unescape_mountinfo("/a\\040b\\134c"), PathBuf::from("/a b\\c"));
-        assert_eq!(unescape_mountinfo("/trailing\\04"), PathBuf::from("/trailing\\04"));
+        assert_eq!(
+            unescape_mountinfo("/a\\040b\\134c"),
+            PathBuf::from("/a b\\c")
+        );
+        assert_eq!(
+            unescape_mountinfo("/trailing\\04"),
+            PathBuf::from("/trailing\\04")
+        );
     }
 
     #[test]
     fn reads_memcg_from_proc_cgroup() {
         let v1 = "12:pids:/x\n4:memory:/svc/a\n0::/user.slice\n";
-        assert_eq!(memcg_from_proc_cgroup(v1, CgroupVersion::V1).as_deref(), Some("/svc/a"));
-        assert_eq!(memcg_from_proc_cgroup(v1, CgroupVersion::V2).as_deref(), Some("/user.slice"));
+        assert_eq!(
+            memcg_from_proc_cgroup(v1, CgroupVersion::V1).as_deref(),
+            Some("/svc/a")
+        );
+        assert_eq!(
+            memcg_from_proc_cgroup(v1, CgroupVersion::V2).as_deref(),
+            Some("/user.slice")
+        );
         let combined = "7:cpu,memory,blkio:/combo\n";
-        assert_eq!(memcg_from_proc_cgroup(combined, CgroupVersion::V1).as_deref(), Some("/combo"));
+        assert_eq!(
+            memcg_from_proc_cgroup(combined, CgroupVersion::V1).as_deref(),
+            Some("/combo")
+        );
         assert_eq!(memcg_from_proc_cgroup("garbage", CgroupVersion::V1), None);
     }
 
@@ -279,7 +334,10 @@ mod tests {
         let mut resolver = CgroupResolver::new(root.path());
         let id = |p: &str| fs::metadata(root.path().join(p)).unwrap().ino();
         assert_eq!(resolver.path(id("")).as_deref(), Some("/"));
-        assert_eq!(resolver.path(id("kubepods/pod one")).as_deref(), Some("/kubepods/pod one"));
+        assert_eq!(
+            resolver.path(id("kubepods/pod one")).as_deref(),
+            Some("/kubepods/pod one")
+        );
 
         fs::create_dir(root.path().join("late")).unwrap();
         let late = id("late");
@@ -295,7 +353,10 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         fs::create_dir_all(root.path().join("a/b")).unwrap();
         fs::write(root.path().join("a/memory.max"), "max").unwrap();
-        let h = MemoryHierarchy { root: root.path().canonicalize().unwrap(), version: CgroupVersion::V2 };
+        let h = MemoryHierarchy {
+            root: root.path().canonicalize().unwrap(),
+            version: CgroupVersion::V2,
+        };
         assert_eq!(h.relative(&root.path().join("a/b")).unwrap(), "/a/b");
         assert_eq!(h.relative(root.path()).unwrap(), "/");
         assert!(h.relative(&root.path().join("missing")).is_err());

@@ -22,13 +22,20 @@ pub struct Cli {
     #[arg(long, value_name = "PATH")]
     pub cgroup: Vec<PathBuf>,
 
+    /// Use classic tracepoints even where tp_btf programs would attach (a diagnostic for
+    /// unusual kernels; classic records carry fewer fields, e.g. no victim memcg id).
+    #[arg(long)]
+    pub force_tracepoints: bool,
+
     /// Kernel BTF to read structure layouts from.
     #[arg(long, value_name = "FILE", default_value = VMLINUX_BTF)]
     pub btf: PathBuf,
 }
 
 fn parse_secs(text: &str) -> Result<Duration, String> {
-    let secs: f64 = text.parse().map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    let secs: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
     if !secs.is_finite() || secs <= 0.0 || secs > 1e9 {
         return Err(format!("`{text}` must be a positive number of seconds"));
     }
@@ -42,8 +49,15 @@ mod tests {
     #[test]
     fn parses_the_contract_flags() {
         let cli = Cli::try_parse_from([
-            "memstall", "--json", "-", "--duration", "2.5", "--cgroup", "/sys/fs/cgroup/memory/a",
-            "--cgroup", "/sys/fs/cgroup/memory/b",
+            "memstall",
+            "--json",
+            "-",
+            "--duration",
+            "2.5",
+            "--cgroup",
+            "/sys/fs/cgroup/memory/a",
+            "--cgroup",
+            "/sys/fs/cgroup/memory/b",
         ])
         .unwrap();
         assert_eq!(cli.json, Some(PathBuf::from("-")));
@@ -55,7 +69,10 @@ mod tests {
     #[test]
     fn rejects_bad_durations() {
         for bad in ["0", "-1", "abc", "inf", "NaN"] {
-            assert!(Cli::try_parse_from(["memstall", "--duration", bad]).is_err(), "{bad}");
+            assert!(
+                Cli::try_parse_from(["memstall", "--duration", bad]).is_err(),
+                "{bad}"
+            );
         }
     }
 }

@@ -7,7 +7,10 @@ pub struct BootClock {
 }
 
 fn now_ns(clock: libc::clockid_t) -> i128 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: ts is a valid timespec; both clocks exist on every Linux the tool supports.
     unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
@@ -17,7 +20,9 @@ impl BootClock {
     pub fn new() -> Self {
         let boot = now_ns(libc::CLOCK_BOOTTIME);
         let real = now_ns(libc::CLOCK_REALTIME);
-        Self { realtime_minus_boot_ns: real - boot }
+        Self {
+            realtime_minus_boot_ns: real - boot,
+        }
     }
 
     pub fn unix_ns(&self, boot_ns: u64) -> u64 {
@@ -57,6 +62,9 @@ mod tests {
 
     #[test]
     fn formats_utc() {
-        assert_eq!(format_unix_ns(1_700_000_000_123_000_000), "2023-11-14T22:13:20.123Z");
+        assert_eq!(
+            format_unix_ns(1_700_000_000_123_000_000),
+            "2023-11-14T22:13:20.123Z"
+        );
     }
 }

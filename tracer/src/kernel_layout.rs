@@ -17,7 +17,8 @@ pub struct KernelBtf {
 
 impl KernelBtf {
     pub fn open(path: &Path) -> Result<Self> {
-        let btf = Btf::from_file(path).with_context(|| format!("parsing BTF {}", path.display()))?;
+        let btf =
+            Btf::from_file(path).with_context(|| format!("parsing BTF {}", path.display()))?;
         Ok(Self { btf })
     }
 
@@ -37,9 +38,14 @@ impl KernelBtf {
     fn strip(&self, mut ty: Type) -> Result<Type> {
         loop {
             ty = match &ty {
-                Type::Typedef(_) | Type::Volatile(_) | Type::Const(_) | Type::Restrict(_)
+                Type::Typedef(_)
+                | Type::Volatile(_)
+                | Type::Const(_)
+                | Type::Restrict(_)
                 | Type::TypeTag(_) => {
-                    let inner = ty.as_btf_type().ok_or_else(|| anyhow!("qualifier without type"))?;
+                    let inner = ty
+                        .as_btf_type()
+                        .ok_or_else(|| anyhow!("qualifier without type"))?;
                     self.btf.resolve_chained_type(inner)?
                 }
                 _ => return Ok(ty),
@@ -138,12 +144,22 @@ impl KernelBtf {
         let at = |name: &str| -> Result<u32> {
             Ok(base + self.enumerator(name)? * stride + count_offset)
         };
-        Ok([at("MM_FILEPAGES")?, at("MM_ANONPAGES")?, at("MM_SWAPENTS")?, at("MM_SHMEMPAGES")?])
+        Ok([
+            at("MM_FILEPAGES")?,
+            at("MM_ANONPAGES")?,
+            at("MM_SWAPENTS")?,
+            at("MM_SHMEMPAGES")?,
+        ])
     }
 
     pub fn layout(&self, page_size: u64) -> Result<KernelLayout> {
         let memory_cgrp_id = self.enumerator("memory_cgrp_id")?;
-        let [mm_file_pages, mm_anon_pages, mm_swap_entries, mm_shmem_pages] = self.rss_counters()?;
+        let [
+            mm_file_pages,
+            mm_anon_pages,
+            mm_swap_entries,
+            mm_shmem_pages,
+        ] = self.rss_counters()?;
         let page_kb_shift = (page_size / 1024).trailing_zeros();
         Ok(KernelLayout {
             valid: 1,
@@ -181,12 +197,16 @@ impl KernelBtf {
             .into_iter()
             .next()
             .ok_or_else(|| anyhow!("{typedef} not in kernel BTF"))?;
-        let Type::Ptr(ptr) = self.strip(ty)? else { return Ok(false) };
+        let Type::Ptr(ptr) = self.strip(ty)? else {
+            return Ok(false);
+        };
         let Type::FuncProto(proto) = self.strip(self.btf.resolve_chained_type(&ptr)?)? else {
             return Ok(false);
         };
         // Parameter 0 is the tracepoint's private `void *__data`.
-        let Some(first) = proto.parameters.get(1) else { return Ok(false) };
+        let Some(first) = proto.parameters.get(1) else {
+            return Ok(false);
+        };
         let Type::Ptr(arg) = self.strip(self.btf.resolve_chained_type(first)?)? else {
             return Ok(false);
         };
@@ -213,14 +233,25 @@ mod tests {
         let layout = btf.layout(4096).unwrap();
         assert_eq!(layout.valid, 1);
         assert_eq!(layout.page_kb_shift, 2);
-        assert_eq!(layout.task_tgid, layout.task_pid + 4, "pid and tgid are adjacent");
+        assert_eq!(
+            layout.task_tgid,
+            layout.task_pid + 4,
+            "pid and tgid are adjacent"
+        );
         assert!(layout.task_comm > layout.task_tgid);
-        let counters =
-            [layout.mm_file_pages, layout.mm_anon_pages, layout.mm_swap_entries, layout.mm_shmem_pages];
+        let counters = [
+            layout.mm_file_pages,
+            layout.mm_anon_pages,
+            layout.mm_swap_entries,
+            layout.mm_shmem_pages,
+        ];
         let mut sorted = counters;
         sorted.sort();
         assert_eq!(sorted, counters, "MM_* counters are laid out in enum order");
         assert!(btf.tracepoint_first_arg_is_task("mark_victim").is_ok());
-        assert!(btf.tracepoint_first_arg_is_task("sched_switch").is_ok_and(|task| !task));
+        assert!(
+            btf.tracepoint_first_arg_is_task("sched_switch")
+                .is_ok_and(|task| !task)
+        );
     }
 }

@@ -39,17 +39,24 @@ pub struct KernelInfo {
     pub btf: KernelBtf,
     pub aya_btf: Btf,
     pub layout: Result<KernelLayout, String>,
+    /// The user asked for classic tracepoints only (`--force-tracepoints`).
+    pub force_tracepoints: bool,
 }
 
 impl KernelInfo {
-    pub fn read(btf_path: &Path) -> Result<Self> {
+    pub fn read(btf_path: &Path, force_tracepoints: bool) -> Result<Self> {
         let btf = KernelBtf::open(btf_path)?;
         let aya_btf = Btf::parse_file(btf_path, Endianness::default())
             .with_context(|| format!("parsing BTF {}", btf_path.display()))?;
         // SAFETY: sysconf has no memory-safety preconditions.
         let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
         let layout = btf.layout(page_size).map_err(|e| format!("{e:#}"));
-        Ok(Self { btf, aya_btf, layout })
+        Ok(Self {
+            btf,
+            aya_btf,
+            layout,
+            force_tracepoints,
+        })
     }
 }
 
@@ -76,7 +83,10 @@ impl Tracer {
 
     /// Events the kernel dropped because the ring buffer was full, summed over CPUs and kinds.
     pub fn dropped(&self) -> Result<u64> {
-        let map = self.ebpf.map("DROPS").ok_or_else(|| anyhow!("map DROPS missing"))?;
+        let map = self
+            .ebpf
+            .map("DROPS")
+            .ok_or_else(|| anyhow!("map DROPS missing"))?;
         let drops = PerCpuArray::<_, u64>::try_from(map)?;
         let mut total = 0;
         for slot in drops.iter() {
@@ -91,8 +101,12 @@ pub fn attach_tp_btf(ebpf: &mut Ebpf, program: &str, target: &str, btf: &Btf) ->
         .program_mut(program)
         .ok_or_else(|| anyhow!("program {program} missing from the object"))?
         .try_into()?;
-    program.load(target, btf).context("load")?;
-    program.attach().context("attach")?;
+    program
+        .load(target, btf)
+        .with_context(|| format!("loading tp_btf/{target}"))?;
+    program
+        .attach()
+        .with_context(|| format!("attaching tp_btf/{target}"))?;
     Ok(())
 }
 
@@ -101,7 +115,74 @@ pub fn attach_tracepoint(ebpf: &mut Ebpf, program: &str, category: &str, name: &
         .program_mut(program)
         .ok_or_else(|| anyhow!("program {program} missing from the object"))?
         .try_into()?;
-    program.load().context("load")?;
-    program.attach(category, name).context("attach")?;
+    program
+        .load()
+        .with_context(|| format!("loading tracepoint {category}/{name}"))?;
+    program
+        .attach(category, name)
+        .with_context(|| format!("attaching tracepoint {category}/{name}"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{EBPF_OBJECT, kernel_layout::VMLINUX_BTF, preflight};
+
+    fn privileged() -> bool {
+        preflight::check_privileges().is_ok() && Path::new(VMLINUX_BTF).exists()
+    }
+
+    /// A hook the kernel lacks fails with a reason naming it, on one line, and leaves the rest
+    /// of the object usable.
+    #[test]
+    fn missing_hooks_fail_with_a_named_reason() {
+        if !privileged() {
+            eprintln!("skipped: needs root and kernel BTF");
+            return;
+        }
+        let kernel = KernelInfo::read(Path::new(VMLINUX_BTF), false).unwrap();
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(&kernel.aya_btf))
+            .load(EBPF_OBJECT)
+            .unwrap();
+        let err =
+            attach_tracepoint(&mut ebpf, "oom_mark_victim_tp", "oom", "no_such_event").unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("tracepoint oom/no_such_event"), "{text}");
+        assert!(!text.contains('\n'), "{text}");
+        let err = attach_tp_btf(
+            &mut ebpf,
+            "oom_mark_victim_btf",
+            "no_such_event",
+            &kernel.aya_btf,
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("tp_btf/no_such_event"),
+            "{err:#}"
+        );
+        let err =
+            attach_tracepoint(&mut ebpf, "no_such_program", "oom", "mark_victim").unwrap_err();
+        assert!(err.to_string().contains("no_such_program"));
+    }
+
+    #[test]
+    fn hook_status_reads_well() {
+        let ok = HookStatus {
+            hook: "oom_kill",
+            attached: Ok("tracepoint oom/mark_victim".into()),
+            notes: vec!["tp_btf not used: old kernel".into()],
+        };
+        assert_eq!(
+            ok.to_string(),
+            "oom_kill: tracepoint oom/mark_victim; tp_btf not used: old kernel"
+        );
+        let missing = HookStatus {
+            hook: "oom_kill",
+            attached: Err("no tracefs".into()),
+            notes: vec![],
+        };
+        assert_eq!(missing.to_string(), "oom_kill: unavailable (no tracefs)");
+    }
 }

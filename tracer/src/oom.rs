@@ -62,7 +62,9 @@ impl OomKill {
     }
 
     pub fn cgroups(&self) -> impl Iterator<Item = &str> {
-        [self.victim_cgroup.as_deref(), self.cgroup.as_deref()].into_iter().flatten()
+        [self.victim_cgroup.as_deref(), self.cgroup.as_deref()]
+            .into_iter()
+            .flatten()
     }
 }
 
@@ -114,10 +116,17 @@ impl fmt::Display for OomKill {
 
 /// Attaches the OOM-kill hook: tp_btf where mark_victim passes the victim's task_struct (every
 /// field straight from the task, including its memcg), else the classic tracepoint's record.
-pub fn attach(ebpf: &mut aya::Ebpf, kernel: &crate::loader::KernelInfo) -> crate::loader::HookStatus {
+pub fn attach(
+    ebpf: &mut aya::Ebpf,
+    kernel: &crate::loader::KernelInfo,
+) -> crate::loader::HookStatus {
     use crate::{loader, tracefs};
     let mut notes = Vec::new();
-    let btf_usable = match (&kernel.layout, kernel.btf.tracepoint_first_arg_is_task("mark_victim")) {
+    let btf_usable = match (
+        &kernel.layout,
+        kernel.btf.tracepoint_first_arg_is_task("mark_victim"),
+    ) {
+        _ if kernel.force_tracepoints => Err("--force-tracepoints".into()),
         (Err(why), _) => Err(format!("kernel layout: {why}")),
         (_, Err(e)) => Err(format!("{e:#}")),
         (_, Ok(false)) => Err("this kernel's mark_victim does not pass the victim task".into()),
@@ -148,7 +157,9 @@ pub fn attach(ebpf: &mut aya::Ebpf, kernel: &crate::loader::KernelInfo) -> crate
     })();
     loader::HookStatus {
         hook: "oom_kill",
-        attached: classic.map(|()| "tracepoint oom/mark_victim".into()).map_err(|e| format!("{e:#}")),
+        attached: classic
+            .map(|()| "tracepoint oom/mark_victim".into())
+            .map_err(|e| format!("{e:#}")),
         notes,
     }
 }

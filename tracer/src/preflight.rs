@@ -9,7 +9,10 @@ const CAP_BPF: u32 = 39;
 
 /// Effective capabilities from /proc/self/status (`CapEff:` as hex).
 pub fn effective_caps(status: &str) -> Option<u64> {
-    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?.trim();
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))?
+        .trim();
     u64::from_str_radix(hex, 16).ok()
 }
 
@@ -19,7 +22,9 @@ pub fn can_trace(caps: u64) -> bool {
 }
 
 pub fn check_privileges() -> Result<(), UserError> {
-    let caps = fs::read_to_string("/proc/self/status").ok().and_then(|s| effective_caps(&s));
+    let caps = fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| effective_caps(&s));
     match caps {
         Some(caps) if can_trace(caps) => Ok(()),
         _ => Err(UserError::environment(
@@ -51,7 +56,10 @@ mod tests {
         assert!(!can_trace(effective_caps(nobody).unwrap()));
         let bpf_only = format!("CapEff:\t{:016x}\n", 1u64 << CAP_BPF);
         assert!(!can_trace(effective_caps(&bpf_only).unwrap()));
-        let bpf_perfmon = format!("CapEff:\t{:016x}\n", (1u64 << CAP_BPF) | (1u64 << CAP_PERFMON));
+        let bpf_perfmon = format!(
+            "CapEff:\t{:016x}\n",
+            (1u64 << CAP_BPF) | (1u64 << CAP_PERFMON)
+        );
         assert!(can_trace(effective_caps(&bpf_perfmon).unwrap()));
         assert_eq!(effective_caps("nothing"), None);
     }

@@ -69,7 +69,10 @@ pub async fn run(
     on_ready: impl FnOnce(),
 ) -> Result<RunSummary> {
     let started = Instant::now();
-    let map = tracer.ebpf.take_map("EVENTS").ok_or_else(|| anyhow!("map EVENTS missing"))?;
+    let map = tracer
+        .ebpf
+        .take_map("EVENTS")
+        .ok_or_else(|| anyhow!("map EVENTS missing"))?;
     let ring = RingBuf::try_from(map).context("opening the EVENTS ring buffer")?;
     // SAFETY: the RingBuf owns its map's fd, which stays open and the same until it is dropped.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }

@@ -1,5 +1,9 @@
 //! tracefs: mounting it when a classic tracepoint needs it, and reading record formats.
-use std::{ffi::CString, fs, path::{Path, PathBuf}};
+use std::{
+    ffi::CString,
+    fs,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context as _, Result, bail};
 use tracer_common::MarkVictimFormat;
@@ -18,7 +22,13 @@ pub fn ensure_mounted() -> Result<PathBuf> {
     let fstype = CString::new("tracefs")?;
     // SAFETY: all pointers are valid NUL-terminated strings; data may be null.
     let rc = unsafe {
-        libc::mount(fstype.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null())
+        libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
     };
     if rc != 0 {
         let err = std::io::Error::last_os_error();
@@ -46,14 +56,22 @@ pub fn parse_format(text: &str) -> Vec<FormatField> {
                 if let Some(decl) = part.strip_prefix("field:") {
                     // "int pid", "char comm[16]", "__data_loc char[] comm"
                     let last = decl.split_whitespace().last().unwrap_or_default();
-                    name = last.split('[').next().filter(|n| !n.is_empty()).map(str::to_owned);
+                    name = last
+                        .split('[')
+                        .next()
+                        .filter(|n| !n.is_empty())
+                        .map(str::to_owned);
                 } else if let Some(v) = part.strip_prefix("offset:") {
                     offset = v.parse().ok();
                 } else if let Some(v) = part.strip_prefix("size:") {
                     size = v.parse().ok();
                 }
             }
-            Some(FormatField { name: name?, offset: offset?, size: size? })
+            Some(FormatField {
+                name: name?,
+                offset: offset?,
+                size: size?,
+            })
         })
         .collect()
 }
@@ -64,17 +82,37 @@ pub fn mark_victim_format(fields: &[FormatField]) -> MarkVictimFormat {
     let mut format = MarkVictimFormat::default();
     let wanted: [(&str, u32, &[u32], fn(&mut MarkVictimFormat) -> &mut u32); 9] = [
         ("pid", MarkVictimFormat::PID, &[4], |f| &mut f.pid),
-        ("comm", MarkVictimFormat::COMM, &[4], |f| &mut f.comm_data_loc),
-        ("total_vm", MarkVictimFormat::TOTAL_VM, &[8], |f| &mut f.total_vm),
-        ("anon_rss", MarkVictimFormat::ANON_RSS, &[8], |f| &mut f.anon_rss),
-        ("file_rss", MarkVictimFormat::FILE_RSS, &[8], |f| &mut f.file_rss),
-        ("shmem_rss", MarkVictimFormat::SHMEM_RSS, &[8], |f| &mut f.shmem_rss),
+        ("comm", MarkVictimFormat::COMM, &[4], |f| {
+            &mut f.comm_data_loc
+        }),
+        ("total_vm", MarkVictimFormat::TOTAL_VM, &[8], |f| {
+            &mut f.total_vm
+        }),
+        ("anon_rss", MarkVictimFormat::ANON_RSS, &[8], |f| {
+            &mut f.anon_rss
+        }),
+        ("file_rss", MarkVictimFormat::FILE_RSS, &[8], |f| {
+            &mut f.file_rss
+        }),
+        ("shmem_rss", MarkVictimFormat::SHMEM_RSS, &[8], |f| {
+            &mut f.shmem_rss
+        }),
         ("uid", MarkVictimFormat::UID, &[4], |f| &mut f.uid),
-        ("pgtables", MarkVictimFormat::PGTABLES, &[8], |f| &mut f.pgtables),
-        ("oom_score_adj", MarkVictimFormat::OOM_SCORE_ADJ, &[2], |f| &mut f.oom_score_adj),
+        ("pgtables", MarkVictimFormat::PGTABLES, &[8], |f| {
+            &mut f.pgtables
+        }),
+        (
+            "oom_score_adj",
+            MarkVictimFormat::OOM_SCORE_ADJ,
+            &[2],
+            |f| &mut f.oom_score_adj,
+        ),
     ];
     for (name, bit, sizes, slot) in wanted {
-        if let Some(field) = fields.iter().find(|f| f.name == name && sizes.contains(&f.size)) {
+        if let Some(field) = fields
+            .iter()
+            .find(|f| f.name == name && sizes.contains(&f.size))
+        {
             *slot(&mut format) = field.offset;
             format.present |= bit;
         }
@@ -119,7 +157,10 @@ print fmt: \"pid=%d\", REC->pid
     fn parses_full_record() {
         let f = mark_victim_format(&parse_format(MARK_VICTIM_6_18));
         assert_eq!(f.present, (1 << 9) - 1);
-        assert_eq!((f.pid, f.comm_data_loc, f.anon_rss, f.uid, f.oom_score_adj), (8, 12, 24, 48, 64));
+        assert_eq!(
+            (f.pid, f.comm_data_loc, f.anon_rss, f.uid, f.oom_score_adj),
+            (8, 12, 24, 48, 64)
+        );
     }
 
     #[test]

@@ -1,1 +1,120 @@
-fn main(){}
+//! Developer tasks: `cargo xtask setup | build | run -- ARGS | test`.
+mod setup;
+
+use std::{
+    ffi::OsString,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building memstall needs (idempotent; fast when everything is there).
+    Setup,
+    /// Set up, then build memstall.
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Set up, build (release) and run memstall as root: `cargo xtask run -- --json -`.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Set up, build, and run the unit and integration tests on the real kernel (as root).
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .into()
+}
+
+/// Runs `command`, failing with its rendering if it does not succeed.
+pub fn run(command: &mut Command) -> Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("starting {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.current_dir(workspace_root());
+    command
+}
+
+fn build(release: bool) -> Result<PathBuf> {
+    let mut command = cargo();
+    command.args(["build", "--package", "tracer", "--bin", "memstall"]);
+    if release {
+        command.arg("--release");
+    }
+    run(&mut command)?;
+    let profile = if release { "release" } else { "debug" };
+    Ok(workspace_root()
+        .join("target")
+        .join(profile)
+        .join("memstall"))
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Task::Setup => setup::setup(),
+        Task::Build { release } => setup::setup().and_then(|()| build(release).map(drop)),
+        Task::Run { args } => setup::setup().and_then(|()| {
+            let binary = build(true)?;
+            let mut command = if is_root() {
+                Command::new(&binary)
+            } else {
+                let mut sudo = Command::new("sudo");
+                sudo.arg("-E").arg(&binary);
+                sudo
+            };
+            let status = command.args(&args).status().context("starting memstall")?;
+            std::process::exit(status.code().unwrap_or(1));
+        }),
+        Task::Test { args } => setup::setup().and_then(|()| {
+            if !is_root() {
+                bail!("the tests load eBPF programs and create memory cgroups: run them as root");
+            }
+            let binary = build(false)?;
+            run(cargo()
+                .args(["test", "--workspace", "--exclude", "tracer-ebpf"])
+                .args(&args)
+                .env("MEMSTALL_BIN", binary))
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -56,7 +56,8 @@ fn touch(ptr: *mut u8, len: usize) {
 }
 
 fn fill_file(path: &PathBuf, mib: usize) -> Result<()> {
-    let mut file = fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut file =
+        fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let chunk = vec![0x5au8; MIB];
     for _ in 0..mib {
         file.write_all(&chunk)?;
@@ -75,7 +76,7 @@ fn main() -> Result<()> {
     }
     if let Some(spec) = &args.page_cache {
         let (path, mib) = split_spec(spec)?;
-        if fs::metadata(&path).map(|m| m.len() as usize) .unwrap_or(0) < mib * MIB {
+        if fs::metadata(&path).map(|m| m.len() as usize).unwrap_or(0) < mib * MIB {
             fill_file(&path, mib)?;
         }
         let mut buf = vec![0u8; MIB];
@@ -116,9 +117,17 @@ fn main() -> Result<()> {
             )
         };
         if ptr == libc::MAP_FAILED {
-            bail!("mmap {} MiB: {}", args.anon_mib, std::io::Error::last_os_error());
+            bail!(
+                "mmap {} MiB: {}",
+                args.anon_mib,
+                std::io::Error::last_os_error()
+            );
         }
-        let step = if args.step_mib > 0 { args.step_mib * MIB } else { len };
+        let step = if args.step_mib > 0 {
+            args.step_mib * MIB
+        } else {
+            len
+        };
         let mut done = 0;
         while done < len {
             let n = step.min(len - done);

@@ -70,7 +70,11 @@ mod tests {
         };
         let mut sink = JsonSink::new(Vec::new());
         sink.event(&Event::OomKill(kill)).unwrap();
-        sink.finish(&RunSummary { dropped: 3, ..Default::default() }).unwrap();
+        sink.finish(&RunSummary {
+            dropped: 3,
+            ..Default::default()
+        })
+        .unwrap();
         let text = String::from_utf8(sink.out).unwrap();
         let mut lines = text.lines();
         let event: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
