@@ -12,19 +12,111 @@ pub const TASK_COMM_LEN: usize = 16;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
     OomKill = 1,
+    Stall = 2,
 }
 
 impl EventKind {
     pub const fn from_u32(value: u32) -> Option<Self> {
         match value {
             1 => Some(Self::OomKill),
+            2 => Some(Self::Stall),
             _ => None,
         }
+    }
+
+    /// Slot in the in-kernel drop counter.
+    pub const fn drop_slot(self) -> u32 {
+        self as u32 - 1
     }
 }
 
 /// Slots of the in-kernel drop counter (events lost because the ring buffer was full).
 pub const DROP_SLOTS: u32 = 2;
+
+/// What a task (or kswapd) was doing while it stalled; [`StallEvent::stall_kind`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StallKind {
+    /// Global direct reclaim: the allocating task reclaims because free memory is under the
+    /// min watermark (vmscan direct_reclaim_begin/end).
+    DirectReclaim = 1,
+    /// Charge over memory.max / memory.limit_in_bytes or memory.high: the task reclaims its
+    /// own cgroup (vmscan memcg_reclaim_begin/end).
+    MemcgReclaim = 2,
+    /// cgroup v1 soft-limit reclaim, inside global reclaim.
+    SoftlimitReclaim = 3,
+    /// Node-local reclaim (vm.zone_reclaim_mode).
+    NodeReclaim = 4,
+    /// kswapd awake on a node, from wake to sleep (asynchronous: nobody blocks on it).
+    KswapdWake = 5,
+    /// A reclaimer put to sleep by reclaim throttling (vmscan mm_vmscan_throttled).
+    Throttled = 6,
+}
+
+impl StallKind {
+    pub const ALL: [StallKind; 6] = [
+        Self::DirectReclaim,
+        Self::MemcgReclaim,
+        Self::SoftlimitReclaim,
+        Self::NodeReclaim,
+        Self::KswapdWake,
+        Self::Throttled,
+    ];
+
+    pub const fn from_u32(value: u32) -> Option<Self> {
+        match value {
+            1 => Some(Self::DirectReclaim),
+            2 => Some(Self::MemcgReclaim),
+            3 => Some(Self::SoftlimitReclaim),
+            4 => Some(Self::NodeReclaim),
+            5 => Some(Self::KswapdWake),
+            6 => Some(Self::Throttled),
+            _ => None,
+        }
+    }
+
+    /// The JSON `type`/`kind` name: a contract with scripts.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::DirectReclaim => "direct_reclaim",
+            Self::MemcgReclaim => "memcg_reclaim",
+            Self::SoftlimitReclaim => "softlimit_reclaim",
+            Self::NodeReclaim => "node_reclaim",
+            Self::KswapdWake => "kswapd_wake",
+            Self::Throttled => "throttled",
+        }
+    }
+}
+
+/// One finished stall. Every stall is sent (they are slow, so rare next to faults); userspace
+/// builds the histograms and picks the outliers.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct StallEvent {
+    pub header: EventHeader,
+    /// The stalled task (kswapd itself for KswapdWake).
+    pub task: TaskInfo,
+    pub stall_kind: u32,
+    /// Allocation order asked for (kswapd: the order it was woken for); -1 when unknown.
+    pub order: i32,
+    pub latency_ns: u64,
+    pub gfp_flags: u64,
+    /// Pages the reclaim call reported as reclaimed (its end tracepoint).
+    pub nr_reclaimed: u64,
+    /// Pages scanned and reclaimed by the inactive-LRU passes inside this stall.
+    pub pass_scanned: u64,
+    pub pass_reclaimed: u64,
+    pub passes: u32,
+    /// NUMA node (node reclaim, kswapd, throttling), else -1.
+    pub nid: i32,
+    /// Throttling reason (VMSCAN_THROTTLE_*), else 0.
+    pub reason: u32,
+    /// Stack ids in the STACKS map, or negative when not captured (below the threshold).
+    pub kernel_stack_id: i32,
+    pub user_stack_id: i32,
+    pub _reserved: u32,
+}
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -175,6 +267,7 @@ mod user {
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     pub enum RawEvent {
         OomKill(OomKillEvent),
+        Stall(StallEvent),
     }
 
     fn read<T: bytemuck::Pod>(bytes: &[u8]) -> Result<T, DecodeError> {
@@ -194,6 +287,7 @@ mod user {
             let header: EventHeader = read(bytes)?;
             match EventKind::from_u32(header.kind) {
                 Some(EventKind::OomKill) => read(bytes).map(Self::OomKill),
+                Some(EventKind::Stall) => read(bytes).map(Self::Stall),
                 None => Err(DecodeError::UnknownKind(header.kind)),
             }
         }
@@ -276,6 +370,29 @@ mod tests {
             RawEvent::decode(&bytes),
             Err(DecodeError::UnknownKind(0xee))
         );
+    }
+
+    #[test]
+    fn decodes_stall_and_names_kinds() {
+        let event = StallEvent {
+            header: EventHeader {
+                kind: EventKind::Stall as u32,
+                cpu: 0,
+                boot_ns: 5,
+            },
+            stall_kind: StallKind::MemcgReclaim as u32,
+            latency_ns: 1_000_000,
+            ..Default::default()
+        };
+        assert_eq!(
+            RawEvent::decode(bytemuck::bytes_of(&event)),
+            Ok(RawEvent::Stall(event))
+        );
+        for kind in StallKind::ALL {
+            assert_eq!(StallKind::from_u32(kind as u32), Some(kind));
+        }
+        assert_eq!(StallKind::from_u32(0), None);
+        assert_eq!(StallKind::MemcgReclaim.name(), "memcg_reclaim");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use tracer_common::{DROP_SLOTS, EventHeader, EventKind};
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
 
-/// Events lost because EVENTS was full, per CPU; slot 0 for OOM kills, slot 1 for the rest.
+/// Events lost because EVENTS was full, per CPU, one slot per EventKind.
 #[map]
 pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_SLOTS, 0);
 
@@ -25,10 +25,7 @@ pub fn header(kind: EventKind) -> EventHeader {
 }
 
 pub fn count_drop(kind: EventKind) {
-    let slot = match kind {
-        EventKind::OomKill => 0,
-    };
-    if let Some(counter) = DROPS.get_ptr_mut(slot) {
+    if let Some(counter) = DROPS.get_ptr_mut(kind.drop_slot()) {
         // SAFETY: a per-CPU slot is only touched by programs on this CPU, which do not nest
         // for the same tracepoint.
         unsafe { *counter += 1 };

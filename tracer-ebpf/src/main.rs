@@ -4,6 +4,7 @@
 
 mod events;
 mod oom;
+mod reclaim;
 mod task;
 
 #[cfg(not(test))]

@@ -12,12 +12,11 @@ use crate::{
     EBPF_OBJECT,
     cgroup::{CgroupFilter, CgroupResolver, MemoryHierarchy},
     cli::Cli,
-    clock::BootClock,
     decode::DecodeContext,
     loader::{KernelInfo, Tracer},
     preflight,
     run::{Pipeline, run},
-    sink::{HumanSink, JsonSink, RunSummary, Sink},
+    sink::{HumanSink, JsonSink, Sink},
 };
 
 /// A failure the user can fix, printed as one line with no error chain.
@@ -115,7 +114,8 @@ fn trace(cli: Cli) -> Result<()> {
     preflight::check_privileges()?;
     preflight::check_btf(&cli.btf)?;
     let kernel = KernelInfo::read(&cli.btf, cli.force_tracepoints)?;
-    let tracer = Tracer::load(EBPF_OBJECT, &kernel)?;
+    let threshold_ns = cli.threshold.as_nanos() as u64;
+    let mut tracer = Tracer::load(EBPF_OBJECT, &kernel, threshold_ns)?;
     if tracer.attached().next().is_none() {
         let hooks: Vec<String> = tracer.hooks.iter().map(ToString::to_string).collect();
         return Err(UserError::environment(format!(
@@ -132,16 +132,9 @@ fn trace(cli: Cli) -> Result<()> {
         eprintln!("memstall: note: {hook}");
     }
 
-    let pipeline = Pipeline {
-        decoder: DecodeContext {
-            cgroups: CgroupResolver::new(&hierarchy.root),
-            version: hierarchy.version,
-            clock: BootClock::new(),
-        },
-        filter,
-        sinks,
-        summary: RunSummary::default(),
-    };
+    let mut decoder = DecodeContext::new(CgroupResolver::new(&hierarchy.root), hierarchy.version);
+    decoder.stack_map = Some(tracer.take_stacks()?);
+    let pipeline = Pipeline::new(decoder, filter, sinks, threshold_ns);
     let scope = if cli.cgroup.is_empty() {
         "all memory cgroups".to_owned()
     } else {
@@ -160,9 +153,12 @@ fn trace(cli: Cli) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let summary = runtime.block_on(run(tracer, pipeline, cli.duration, || eprintln!("{ready}")))?;
+    let summary = runtime.block_on(run(tracer, pipeline, cli.duration, cli.interval, || {
+        eprintln!("{ready}")
+    }))?;
     eprintln!(
-        "memstall: {} event(s) in {:.1} s; {} dropped by the kernel (ring buffer full){}",
+        "memstall: {} stall(s), {} event(s) reported in {:.1} s; {} dropped by the kernel (ring buffer full){}",
+        summary.stalls,
         summary.events,
         summary.duration_ns as f64 / 1e9,
         summary.dropped,

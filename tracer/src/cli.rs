@@ -17,6 +17,16 @@ pub struct Cli {
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub duration: Option<Duration>,
 
+    /// Report stalls at least this long one by one, with kernel and user stacks (milliseconds,
+    /// decimals allowed; 0 reports every stall). All stalls go into the histograms.
+    #[arg(long, value_name = "MS", default_value = "10", value_parser = parse_ms)]
+    pub threshold: Duration,
+
+    /// Print a summary (per-cgroup stall table and histograms) every SECS seconds, besides
+    /// the one at the end.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub interval: Option<Duration>,
+
     /// Only report events of this memory cgroup and its descendants: an absolute cgroupfs path
     /// such as /sys/fs/cgroup/memory/app. Repeatable.
     #[arg(long, value_name = "PATH")]
@@ -42,6 +52,18 @@ fn parse_secs(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+fn parse_ms(text: &str) -> Result<Duration, String> {
+    let ms: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of milliseconds"))?;
+    if !ms.is_finite() || !(0.0..=1e9).contains(&ms) {
+        return Err(format!(
+            "`{text}` must be zero or a positive number of milliseconds"
+        ));
+    }
+    Ok(Duration::from_secs_f64(ms / 1000.0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,6 +86,11 @@ mod tests {
         assert_eq!(cli.duration, Some(Duration::from_millis(2500)));
         assert_eq!(cli.cgroup.len(), 2);
         assert_eq!(cli.btf, PathBuf::from(VMLINUX_BTF));
+        assert_eq!(cli.threshold, Duration::from_millis(10));
+        let cli =
+            Cli::try_parse_from(["memstall", "--threshold", "0.5", "--interval", "1"]).unwrap();
+        assert_eq!(cli.threshold, Duration::from_micros(500));
+        assert_eq!(cli.interval, Some(Duration::from_secs(1)));
     }
 
     #[test]

@@ -1,25 +1,55 @@
 //! Ring-buffer records to events: decode the bytes, then resolve ids to names and times.
-use serde::Serialize;
+use aya::maps::{MapData, StackTraceMap};
+use serde::{Serialize, Serializer};
 use tracer_common::{DecodeError, RawEvent};
 
 use crate::{
     cgroup::{CgroupResolver, CgroupVersion},
     clock::BootClock,
     oom::OomKill,
+    reclaim::Stall,
+    stacks::Symbolizer,
 };
 
-/// Every event memstall reports; `type` in JSON names the variant.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+/// Every event memstall reports; JSON `type` names the variant (for stalls, their kind).
+#[derive(Clone, Debug, PartialEq)]
 pub enum Event {
     OomKill(OomKill),
+    Stall(Stall),
 }
 
 impl Event {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Event::OomKill(_) => "oom_kill",
+            Event::Stall(stall) => stall.kind.name(),
+        }
+    }
+
     /// The memory cgroups the event concerns, for `--cgroup` filtering.
     pub fn cgroups(&self) -> Vec<&str> {
         match self {
             Event::OomKill(kill) => kill.cgroups().collect(),
+            Event::Stall(stall) => stall.cgroup.as_deref().into_iter().collect(),
+        }
+    }
+}
+
+/// `{"type": ..., <fields>}`
+#[derive(Serialize)]
+struct Tagged<'a, T: Serialize> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    body: &'a T,
+}
+
+impl Serialize for Event {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let kind = self.type_name();
+        match self {
+            Event::OomKill(body) => Tagged { kind, body }.serialize(serializer),
+            Event::Stall(body) => Tagged { kind, body }.serialize(serializer),
         }
     }
 }
@@ -28,6 +58,7 @@ impl std::fmt::Display for Event {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Event::OomKill(kill) => kill.fmt(f),
+            Event::Stall(stall) => stall.fmt(f),
         }
     }
 }
@@ -37,12 +68,42 @@ pub struct DecodeContext {
     pub cgroups: CgroupResolver,
     pub version: CgroupVersion,
     pub clock: BootClock,
+    /// The kernel's STACKS map (outlier stacks); absent in tests that feed bytes directly.
+    pub stack_map: Option<StackTraceMap<MapData>>,
+    pub symbolizer: Symbolizer,
 }
 
 impl DecodeContext {
-    pub fn decode(&mut self, bytes: &[u8]) -> Result<Event, DecodeError> {
+    pub fn new(cgroups: CgroupResolver, version: CgroupVersion) -> Self {
+        Self {
+            cgroups,
+            version,
+            clock: BootClock::new(),
+            stack_map: None,
+            symbolizer: Symbolizer::default(),
+        }
+    }
+
+    /// `None` for a record that decodes but names nothing this build knows.
+    pub fn decode(&mut self, bytes: &[u8]) -> Result<Option<Event>, DecodeError> {
         Ok(match RawEvent::decode(bytes)? {
-            RawEvent::OomKill(raw) => Event::OomKill(OomKill::decode(&raw, self)),
+            RawEvent::OomKill(raw) => Some(Event::OomKill(OomKill::decode(&raw, self))),
+            RawEvent::Stall(raw) => Stall::decode(&raw, self).map(Event::Stall),
         })
+    }
+
+    /// Kernel and user frames of stack ids captured with an outlier.
+    pub fn stacks(
+        &mut self,
+        kernel_id: i32,
+        user_id: i32,
+        tgid: u32,
+    ) -> (Vec<String>, Vec<String>) {
+        let Some(map) = self.stack_map.as_mut() else {
+            return (Vec::new(), Vec::new());
+        };
+        // User frames first: the process may exit while kallsyms loads for the first outlier.
+        let user = self.symbolizer.user_stack(map, user_id, tgid);
+        (self.symbolizer.kernel_stack(map, kernel_id), user)
     }
 }

@@ -12,8 +12,11 @@ pub mod kernel_layout;
 pub mod loader;
 pub mod oom;
 pub mod preflight;
+pub mod reclaim;
 pub mod run;
 pub mod sink;
+pub mod stacks;
+pub mod stats;
 pub mod tracefs;
 
 /// The eBPF object built by build.rs (aya-build, pinned nightly, bpf-linker).

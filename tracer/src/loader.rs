@@ -4,12 +4,12 @@ use std::{fmt, path::Path};
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Btf, Ebpf, EbpfLoader, Endianness,
-    maps::PerCpuArray,
-    programs::{BtfTracePoint, TracePoint},
+    maps::{MapData, PerCpuArray, PerCpuHashMap, StackTraceMap},
+    programs::{BtfTracePoint, RawTracePoint, TracePoint},
 };
 use tracer_common::KernelLayout;
 
-use crate::{kernel_layout::KernelBtf, oom};
+use crate::{kernel_layout::KernelBtf, oom, reclaim};
 
 /// How one hook ended up attached, or why it is missing.
 #[derive(Clone, Debug)]
@@ -66,19 +66,46 @@ pub struct Tracer {
 }
 
 impl Tracer {
-    pub fn load(object: &[u8], kernel: &KernelInfo) -> Result<Self> {
+    /// `stack_threshold_ns`: stalls at least this long carry stacks.
+    pub fn load(object: &[u8], kernel: &KernelInfo, stack_threshold_ns: u64) -> Result<Self> {
         let layout = kernel.layout.clone().unwrap_or_default();
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&kernel.aya_btf))
             .override_global("KERNEL_LAYOUT", &layout, true)
+            .override_global("STACK_THRESHOLD_NS", &stack_threshold_ns, true)
             .load(object)
             .context("loading the eBPF object")?;
-        let hooks = vec![oom::attach(&mut ebpf, kernel)];
+        let mut hooks = vec![oom::attach(&mut ebpf, kernel)];
+        hooks.extend(reclaim::attach(&mut ebpf, kernel));
         Ok(Self { ebpf, hooks })
     }
 
     pub fn attached(&self) -> impl Iterator<Item = &HookStatus> {
         self.hooks.iter().filter(|h| h.attached.is_ok())
+    }
+
+    /// kswapd wake-up requests per memcg id of the requester, summed over CPUs.
+    pub fn kswapd_wakeups(&self) -> Result<Vec<(u64, u64)>> {
+        let map = self
+            .ebpf
+            .map("KSWAPD_WAKEUPS")
+            .ok_or_else(|| anyhow!("map KSWAPD_WAKEUPS missing"))?;
+        let wakeups = PerCpuHashMap::<_, u64, u64>::try_from(map)?;
+        let mut counts = Vec::new();
+        for entry in wakeups.iter() {
+            let (memcg, per_cpu) = entry?;
+            counts.push((memcg, per_cpu.iter().sum()));
+        }
+        Ok(counts)
+    }
+
+    /// Takes the STACKS map out for the decoder.
+    pub fn take_stacks(&mut self) -> Result<StackTraceMap<MapData>> {
+        let map = self
+            .ebpf
+            .take_map("STACKS")
+            .ok_or_else(|| anyhow!("map STACKS missing"))?;
+        Ok(StackTraceMap::try_from(map)?)
     }
 
     /// Events the kernel dropped because the ring buffer was full, summed over CPUs and kinds.
@@ -107,6 +134,20 @@ pub fn attach_tp_btf(ebpf: &mut Ebpf, program: &str, target: &str, btf: &Btf) ->
     program
         .attach()
         .with_context(|| format!("attaching tp_btf/{target}"))?;
+    Ok(())
+}
+
+pub fn attach_raw_tracepoint(ebpf: &mut Ebpf, program: &str, tracepoint: &str) -> Result<()> {
+    let program: &mut RawTracePoint = ebpf
+        .program_mut(program)
+        .ok_or_else(|| anyhow!("program {program} missing from the object"))?
+        .try_into()?;
+    program
+        .load()
+        .with_context(|| format!("loading raw_tp/{tracepoint}"))?;
+    program
+        .attach(tracepoint)
+        .with_context(|| format!("attaching raw_tp/{tracepoint}"))?;
     Ok(())
 }
 

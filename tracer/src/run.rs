@@ -1,5 +1,9 @@
-//! The event loop: kernel ring buffer → decode → filter → sinks, until a signal or the deadline.
-use std::time::{Duration, Instant};
+//! The event loop: kernel ring buffer → decode → filter → aggregate → sinks, until a signal
+//! or the deadline.
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::maps::{MapData, RingBuf};
@@ -11,46 +15,159 @@ use tokio::{
 use crate::{
     cgroup::CgroupFilter,
     clock::BootClock,
-    decode::DecodeContext,
+    decode::{DecodeContext, Event},
     loader::Tracer,
-    sink::{RunSummary, Sink},
+    sink::{RunSummary, Sink, Summary},
+    stats::StallAggregator,
 };
 
 /// Everything between the ring buffer and the sinks, kept apart from I/O so it can be driven
 /// from tests and benchmarks.
 pub struct Pipeline {
-    pub decoder: DecodeContext,
-    pub filter: CgroupFilter,
-    pub sinks: Vec<Box<dyn Sink>>,
-    pub summary: RunSummary,
+    decoder: DecodeContext,
+    filter: CgroupFilter,
+    sinks: Vec<Box<dyn Sink>>,
+    /// Stalls at least this long are reported one by one; all go into the histograms.
+    threshold_ns: u64,
+    stalls: StallAggregator,
+    run: RunSummary,
+    started: Instant,
+    period_started: Instant,
+    /// kswapd wake-up totals per memcg id at the last interval, for per-interval deltas.
+    wakeups_seen: HashMap<u64, u64>,
 }
 
 impl Pipeline {
+    pub fn new(
+        decoder: DecodeContext,
+        filter: CgroupFilter,
+        sinks: Vec<Box<dyn Sink>>,
+        threshold_ns: u64,
+    ) -> Self {
+        Self {
+            decoder,
+            filter,
+            sinks,
+            threshold_ns,
+            stalls: StallAggregator::default(),
+            run: RunSummary::default(),
+            started: Instant::now(),
+            period_started: Instant::now(),
+            wakeups_seen: HashMap::new(),
+        }
+    }
+
+    fn watched(&self, cgroups: &[&str]) -> bool {
+        self.filter.is_everything() || cgroups.iter().any(|c| self.filter.matches(c))
+    }
+
     pub fn record(&mut self, bytes: &[u8]) -> Result<()> {
         let event = match self.decoder.decode(bytes) {
-            Ok(event) => event,
+            Ok(Some(event)) => event,
+            Ok(None) => return Ok(()),
             Err(err) => {
-                self.summary.malformed += 1;
+                self.run.malformed += 1;
                 log::warn!("skipping ring-buffer record: {err}");
                 return Ok(());
             }
         };
-        if !self.filter.is_everything() && !event.cgroups().iter().any(|c| self.filter.matches(c)) {
+        if !self.watched(&event.cgroups()) {
             return Ok(());
         }
-        self.summary.events += 1;
+        if let Event::Stall(stall) = &event {
+            let cgroup = stall.cgroup.as_deref().unwrap_or("?");
+            self.stalls.record(
+                cgroup,
+                stall.kind,
+                stall.latency_ns,
+                stall.pages,
+                stall.pages_scanned,
+            );
+            self.run.stalls += 1;
+            if stall.latency_ns < self.threshold_ns {
+                return Ok(());
+            }
+        }
+        self.run.events += 1;
         for sink in &mut self.sinks {
             sink.event(&event)?;
         }
         Ok(())
     }
 
-    pub fn finish(&mut self) -> Result<()> {
+    /// Wake-up requests per cgroup path since `baseline` (absent ids count from zero).
+    fn wakeup_rows(
+        &mut self,
+        totals: &[(u64, u64)],
+        baseline: &HashMap<u64, u64>,
+    ) -> Vec<(String, u64)> {
+        let mut by_path: HashMap<String, u64> = HashMap::new();
+        for &(memcg, total) in totals {
+            let delta = total.saturating_sub(baseline.get(&memcg).copied().unwrap_or(0));
+            let path = self
+                .decoder
+                .cgroups
+                .path(memcg)
+                .unwrap_or_else(|| "?".into());
+            if delta > 0 && self.watched(&[&path]) {
+                *by_path.entry(path).or_default() += delta;
+            }
+        }
+        let mut rows: Vec<_> = by_path.into_iter().collect();
+        rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        rows
+    }
+
+    fn emit_summary(&mut self, summary: Summary) -> Result<()> {
         for sink in &mut self.sinks {
-            sink.finish(&self.summary)?;
+            sink.summary(&summary)?;
         }
         Ok(())
     }
+
+    /// Ends an `--interval` period: its rows go to the sinks, then fold into the totals.
+    pub fn interval(&mut self, wakeup_totals: &[(u64, u64)]) -> Result<()> {
+        let baseline = std::mem::take(&mut self.wakeups_seen);
+        let summary = Summary {
+            scope: "interval",
+            time_ns: now_unix_ns(),
+            period_ns: self.period_started.elapsed().as_nanos() as u64,
+            rows: self.stalls.end_interval(),
+            kswapd_wakeups: self.wakeup_rows(wakeup_totals, &baseline),
+        };
+        self.wakeups_seen = wakeup_totals.iter().copied().collect();
+        self.period_started = Instant::now();
+        self.emit_summary(summary)
+    }
+
+    /// The run's totals, then the `run_end` record; flushes every sink.
+    pub fn finish(
+        mut self,
+        wakeup_totals: &[(u64, u64)],
+        dropped: u64,
+        hooks: Vec<String>,
+    ) -> Result<RunSummary> {
+        let summary = Summary {
+            scope: "total",
+            time_ns: now_unix_ns(),
+            period_ns: self.started.elapsed().as_nanos() as u64,
+            rows: self.stalls.totals(),
+            kswapd_wakeups: self.wakeup_rows(wakeup_totals, &HashMap::new()),
+        };
+        self.emit_summary(summary)?;
+        self.run.time_ns = now_unix_ns();
+        self.run.duration_ns = self.started.elapsed().as_nanos() as u64;
+        self.run.dropped = dropped;
+        self.run.hooks = hooks;
+        for sink in &mut self.sinks {
+            sink.finish(&self.run)?;
+        }
+        Ok(self.run)
+    }
+}
+
+fn now_unix_ns() -> u64 {
+    BootClock::new().unix_ns(BootClock::now_boot_ns())
 }
 
 fn drain(ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline) -> Result<()> {
@@ -60,15 +177,22 @@ fn drain(ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline) -> Result<()> {
     Ok(())
 }
 
-/// Runs until SIGINT/SIGTERM or `duration`, then drains what is left and flushes every sink.
-/// `on_ready` is called once the hooks are attached and signals are handled.
+fn wakeups(tracer: &Tracer) -> Vec<(u64, u64)> {
+    tracer.kswapd_wakeups().unwrap_or_else(|err| {
+        log::warn!("reading kswapd wake-up counts: {err:#}");
+        Vec::new()
+    })
+}
+
+/// Runs until SIGINT/SIGTERM or `duration`, printing a summary every `interval`, then drains
+/// what is left and flushes every sink. `on_ready` is called once events can flow.
 pub async fn run(
     mut tracer: Tracer,
     mut pipeline: Pipeline,
     duration: Option<Duration>,
+    interval: Option<Duration>,
     on_ready: impl FnOnce(),
 ) -> Result<RunSummary> {
-    let started = Instant::now();
     let map = tracer
         .ebpf
         .take_map("EVENTS")
@@ -81,6 +205,8 @@ pub async fn run(
     let mut sigterm = signal(SignalKind::terminate()).context("handling SIGTERM")?;
     let deadline = tokio::time::sleep(duration.unwrap_or(Duration::MAX / 4));
     tokio::pin!(deadline);
+    let period = interval.unwrap_or(Duration::MAX / 4);
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     on_ready();
 
     loop {
@@ -90,6 +216,10 @@ pub async fn run(
                 drain(guard.get_inner_mut(), &mut pipeline)?;
                 guard.clear_ready();
             }
+            _ = ticks.tick(), if interval.is_some() => {
+                drain(ring.get_mut(), &mut pipeline)?;
+                pipeline.interval(&wakeups(&tracer))?;
+            }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = &mut deadline, if duration.is_some() => break,
@@ -97,13 +227,10 @@ pub async fn run(
     }
     drain(ring.get_mut(), &mut pipeline)?;
 
-    pipeline.summary.time_ns = BootClock::new().unix_ns(BootClock::now_boot_ns());
-    pipeline.summary.duration_ns = started.elapsed().as_nanos() as u64;
-    pipeline.summary.dropped = tracer.dropped().unwrap_or_else(|err| {
+    let dropped = tracer.dropped().unwrap_or_else(|err| {
         log::warn!("reading the drop counter: {err:#}");
         0
     });
-    pipeline.summary.hooks = tracer.hooks.iter().map(ToString::to_string).collect();
-    pipeline.finish()?;
-    Ok(pipeline.summary)
+    let hooks = tracer.hooks.iter().map(ToString::to_string).collect();
+    pipeline.finish(&wakeups(&tracer), dropped, hooks)
 }

@@ -33,6 +33,10 @@ struct Args {
     /// Anonymous memory to allocate and touch, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 0)]
     anon_mib: usize,
+    /// Ask for transparent huge pages (MADV_HUGEPAGE): order-9 faults that compact and reclaim
+    /// directly when no free 2 MiB block is left.
+    #[arg(long)]
+    thp: bool,
     /// Touch anonymous memory in steps of this many MiB, pausing `--step-ms` between steps.
     #[arg(long, default_value_t = 0)]
     step_mib: usize,

@@ -2,10 +2,10 @@ use std::io::Write;
 
 use anyhow::{Context as _, Result};
 
-use super::{RunSummary, Sink};
-use crate::decode::Event;
+use super::{RunSummary, Sink, Summary};
+use crate::{decode::Event, reclaim::Ms, stats::SummaryRow};
 
-/// One readable line per event on stdout.
+/// One readable line per event; a table and bcc-style histograms per summary.
 pub struct HumanSink<W: Write> {
     out: W,
 }
@@ -16,14 +16,144 @@ impl<W: Write> HumanSink<W> {
     }
 }
 
+const BAR_WIDTH: u64 = 40;
+
+/// bcc-style log2 histogram of one row.
+pub fn write_histogram(out: &mut impl Write, row: &SummaryRow) -> std::io::Result<()> {
+    writeln!(out, "\n{} {} latency:", row.cgroup, row.kind)?;
+    writeln!(out, "{:>22} : {:<8} distribution", "usecs", "count")?;
+    let peak = row
+        .buckets
+        .iter()
+        .map(|b| b.count)
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    for bucket in &row.buckets {
+        let stars = (bucket.count * BAR_WIDTH).div_ceil(peak) as usize;
+        writeln!(
+            out,
+            "{:>10} -> {:<9}: {:<8} |{:<width$}|",
+            bucket.low_us,
+            bucket.high_us,
+            bucket.count,
+            "*".repeat(stars),
+            width = BAR_WIDTH as usize
+        )?;
+    }
+    Ok(())
+}
+
+pub fn write_table(out: &mut impl Write, summary: &Summary) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "\n--- memstall {} summary ({:.1} s) ---",
+        summary.scope,
+        summary.period_ns as f64 / 1e9
+    )?;
+    if summary.rows.is_empty() {
+        writeln!(out, "no reclaim stalls")?;
+    } else {
+        writeln!(
+            out,
+            "{:<40} {:<18} {:>8} {:>11} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            "CGROUP", "KIND", "COUNT", "TOTAL", "P50", "P90", "P99", "MAX", "RECLAIMED", "SCANNED"
+        )?;
+        for row in &summary.rows {
+            writeln!(
+                out,
+                "{:<40} {:<18} {:>8} {:>11} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+                row.cgroup,
+                row.kind,
+                row.count,
+                Ms(row.total_ns).to_string(),
+                Ms(row.p50_ns).to_string(),
+                Ms(row.p90_ns).to_string(),
+                Ms(row.p99_ns).to_string(),
+                Ms(row.max_ns).to_string(),
+                row.pages_reclaimed,
+                row.pages_scanned,
+            )?;
+        }
+    }
+    if !summary.kswapd_wakeups.is_empty() {
+        let wakeups: Vec<String> = summary
+            .kswapd_wakeups
+            .iter()
+            .map(|(cgroup, n)| format!("{cgroup} {n}"))
+            .collect();
+        writeln!(
+            out,
+            "kswapd wake-up requests by cgroup: {}",
+            wakeups.join(", ")
+        )?;
+    }
+    Ok(())
+}
+
 impl<W: Write> Sink for HumanSink<W> {
     fn event(&mut self, event: &Event) -> Result<()> {
         writeln!(self.out, "{event}").context("writing to stdout")?;
-        // Someone is watching: an OOM kill must show up now, not at the next buffer flush.
+        // Someone is watching: an outlier must show up now, not at the next buffer flush.
         self.out.flush().context("writing to stdout")
     }
 
-    fn finish(&mut self, _summary: &RunSummary) -> Result<()> {
+    fn summary(&mut self, summary: &Summary) -> Result<()> {
+        write_table(&mut self.out, summary).context("writing to stdout")?;
+        for row in &summary.rows {
+            write_histogram(&mut self.out, row).context("writing to stdout")?;
+        }
         self.out.flush().context("writing to stdout")
+    }
+
+    fn finish(&mut self, _run: &RunSummary) -> Result<()> {
+        self.out.flush().context("writing to stdout")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::StallStats;
+    use tracer_common::StallKind;
+
+    #[test]
+    fn table_and_histogram_render() {
+        let mut stats = StallStats::default();
+        for ns in [3_000, 5_000, 6_000, 40_000] {
+            stats.record(ns, 8, 16);
+        }
+        let summary = Summary {
+            scope: "total",
+            period_ns: 2_000_000_000,
+            rows: vec![stats.row("/svc", StallKind::MemcgReclaim)],
+            kswapd_wakeups: vec![("/svc".into(), 7)],
+            ..Default::default()
+        };
+        let mut sink = HumanSink::new(Vec::new());
+        sink.summary(&summary).unwrap();
+        let text = String::from_utf8(sink.out).unwrap();
+        assert!(
+            text.contains("--- memstall total summary (2.0 s) ---"),
+            "{text}"
+        );
+        assert!(text.contains("/svc"), "{text}");
+        assert!(text.contains("memcg_reclaim"), "{text}");
+        assert!(
+            text.contains("kswapd wake-up requests by cgroup: /svc 7"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "         4 -> 7        : 2        |****************************************|"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "        32 -> 63       : 1        |********************                    |"
+            ),
+            "{text}"
+        );
     }
 }

@@ -3,10 +3,11 @@ use std::io::Write;
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 
-use super::{RunSummary, Sink};
-use crate::decode::Event;
+use super::{RunSummary, Sink, Summary};
+use crate::{decode::Event, stats::SummaryRow};
 
-/// JSON Lines: one object per event, then a `run_end` object.
+/// JSON Lines: one object per event, `summary` objects per interval and at the end, then a
+/// `run_end` object.
 pub struct JsonSink<W: Write> {
     out: W,
 }
@@ -18,9 +19,7 @@ impl<W: Write> JsonSink<W> {
 
     fn line(&mut self, value: &impl Serialize) -> Result<()> {
         serde_json::to_writer(&mut self.out, value).context("writing JSON")?;
-        self.out.write_all(b"\n").context("writing JSON")?;
-        // Events are rare; a line per write keeps `tail -f` and crash post-mortems useful.
-        self.out.flush().context("writing JSON")
+        self.out.write_all(b"\n").context("writing JSON")
     }
 }
 
@@ -28,23 +27,83 @@ impl<W: Write> JsonSink<W> {
 #[serde(tag = "type", rename = "run_end")]
 struct RunEnd<'a> {
     #[serde(flatten)]
-    summary: &'a RunSummary,
+    run: &'a RunSummary,
+}
+
+/// Fields every summary line carries: which period it covers.
+#[derive(Serialize)]
+struct Period {
+    scope: &'static str,
+    time_ns: u64,
+    period_ns: u64,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename = "summary")]
+struct SummaryLine<'a> {
+    #[serde(flatten)]
+    period: &'a Period,
+    #[serde(flatten)]
+    row: &'a SummaryRow,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename = "kswapd_wakeups")]
+struct WakeupLine<'a> {
+    #[serde(flatten)]
+    period: &'a Period,
+    cgroup: &'a str,
+    count: u64,
 }
 
 impl<W: Write> Sink for JsonSink<W> {
     fn event(&mut self, event: &Event) -> Result<()> {
-        self.line(event)
+        self.line(event)?;
+        // A line per write keeps `tail -f` and crash post-mortems useful.
+        self.out.flush().context("writing JSON")
     }
 
-    fn finish(&mut self, summary: &RunSummary) -> Result<()> {
-        self.line(&RunEnd { summary })
+    fn summary(&mut self, summary: &Summary) -> Result<()> {
+        let period = Period {
+            scope: summary.scope,
+            time_ns: summary.time_ns,
+            period_ns: summary.period_ns,
+        };
+        for row in &summary.rows {
+            self.line(&SummaryLine {
+                period: &period,
+                row,
+            })?;
+        }
+        for (cgroup, count) in &summary.kswapd_wakeups {
+            self.line(&WakeupLine {
+                period: &period,
+                cgroup,
+                count: *count,
+            })?;
+        }
+        self.out.flush().context("writing JSON")
+    }
+
+    fn finish(&mut self, run: &RunSummary) -> Result<()> {
+        self.line(&RunEnd { run })?;
+        self.out.flush().context("writing JSON")
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::oom::OomKill;
+    use crate::{oom::OomKill, stats::StallStats};
+    use tracer_common::StallKind;
+
+    fn lines(sink: JsonSink<Vec<u8>>) -> Vec<serde_json::Value> {
+        String::from_utf8(sink.out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
 
     #[test]
     fn writes_the_contract_fields() {
@@ -75,9 +134,7 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        let text = String::from_utf8(sink.out).unwrap();
-        let mut lines = text.lines();
-        let event: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+        let lines = lines(sink);
         for (key, want) in [
             ("type", serde_json::json!("oom_kill")),
             ("time_ns", 1.into()),
@@ -93,10 +150,44 @@ mod tests {
             ("pgtables_kb", 100.into()),
             ("oom_score_adj", 500.into()),
         ] {
-            assert_eq!(event[key], want, "{key}");
+            assert_eq!(lines[0][key], want, "{key}");
         }
-        let end: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
-        assert_eq!(end["type"], "run_end");
-        assert_eq!(end["dropped"], 3);
+        assert_eq!(lines[1]["type"], "run_end");
+        assert_eq!(lines[1]["dropped"], 3);
+    }
+
+    #[test]
+    fn summary_lines_carry_kind_and_percentiles() {
+        let mut stats = StallStats::default();
+        stats.record(2_000_000, 32, 64);
+        let summary = Summary {
+            scope: "total",
+            time_ns: 5,
+            period_ns: 1_000,
+            rows: vec![stats.row("/svc", StallKind::DirectReclaim)],
+            kswapd_wakeups: vec![("/svc".into(), 3)],
+        };
+        let mut sink = JsonSink::new(Vec::new());
+        sink.summary(&summary).unwrap();
+        let lines = lines(sink);
+        let row = &lines[0];
+        assert_eq!(row["type"], "summary");
+        assert_eq!(row["kind"], "direct_reclaim");
+        assert_eq!(row["cgroup"], "/svc");
+        assert_eq!(row["count"], 1);
+        assert_eq!(row["total_ns"], 2_000_000);
+        for key in ["p50_ns", "p99_ns", "max_ns"] {
+            assert!(
+                row[key].as_u64().unwrap().abs_diff(2_000_000) < 2_000,
+                "{key}: {row}"
+            );
+        }
+        assert_eq!(
+            row["buckets"].as_array().unwrap().last().unwrap()["count"],
+            1
+        );
+        assert_eq!(row["scope"], "total");
+        assert_eq!(lines[1]["type"], "kswapd_wakeups");
+        assert_eq!(lines[1]["count"], 3);
     }
 }

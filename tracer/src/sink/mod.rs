@@ -1,4 +1,4 @@
-//! Where events go: people (one line each) and machines (JSON Lines).
+//! Where events and summaries go: people (lines, tables, histograms) and machines (JSON Lines).
 mod human;
 mod json;
 
@@ -8,15 +8,17 @@ pub use json::JsonSink;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::decode::Event;
+use crate::{decode::Event, stats::SummaryRow};
 
 /// The end of a run: what was seen and what was lost.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RunSummary {
     pub time_ns: u64,
     pub duration_ns: u64,
-    /// Events reported (after `--cgroup` filtering).
+    /// Events reported (after `--cgroup` filtering and the outlier threshold).
     pub events: u64,
+    /// Stalls recorded into histograms (after `--cgroup` filtering).
+    pub stalls: u64,
     /// Events the kernel could not queue because the ring buffer was full.
     pub dropped: u64,
     /// Records that could not be decoded.
@@ -25,8 +27,22 @@ pub struct RunSummary {
     pub hooks: Vec<String>,
 }
 
+/// Stall statistics for an interval (`--interval`) or for the whole run.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    /// `"interval"` or `"total"`.
+    pub scope: &'static str,
+    pub time_ns: u64,
+    /// Length of the period the rows cover.
+    pub period_ns: u64,
+    pub rows: Vec<SummaryRow>,
+    /// kswapd wake-up requests per memory cgroup of the requesting task, in the period.
+    pub kswapd_wakeups: Vec<(String, u64)>,
+}
+
 pub trait Sink {
     fn event(&mut self, event: &Event) -> Result<()>;
+    fn summary(&mut self, summary: &Summary) -> Result<()>;
     /// Called once at the end; must flush everything.
-    fn finish(&mut self, summary: &RunSummary) -> Result<()>;
+    fn finish(&mut self, run: &RunSummary) -> Result<()>;
 }
