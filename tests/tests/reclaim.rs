@@ -1,0 +1,239 @@
+//! Reclaim stalls on the real kernel, reconciled with the kernel's own counters.
+use std::{
+    fs,
+    io::Read as _,
+    process::{Child, Stdio},
+    sync::Mutex,
+    time::Duration,
+};
+
+use memstall_tests::{CgroupVersion, MIB, MemCgroup, Memstall, memhog, read_json_lines};
+use serde_json::Value;
+
+/// The global direct-reclaim test fills the machine's memory: nothing else may run beside it.
+static MEMORY_HEAVY: Mutex<()> = Mutex::new(());
+
+fn vmstat_sum(prefix: &str) -> u64 {
+    fs::read_to_string("/proc/vmstat")
+        .unwrap()
+        .lines()
+        .filter_map(|line| line.split_once(' '))
+        .filter(|(key, _)| key.starts_with(prefix))
+        .map(|(_, value)| value.trim().parse::<u64>().unwrap())
+        .sum()
+}
+
+fn meminfo_kb(key: &str) -> u64 {
+    let text = fs::read_to_string("/proc/meminfo").unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("{key}:")))
+        .unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn of_type<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["type"] == kind).collect()
+}
+
+fn total_summaries<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|e| e["type"] == "summary" && e["scope"] == "total" && e["kind"] == kind)
+        .collect()
+}
+
+fn run(child: &mut Child) {
+    let status = child.wait().unwrap();
+    assert!(status.success(), "memhog failed: {status}");
+}
+
+/// A cgroup near its limit with page cache, then anonymous memory past the limit: its tasks
+/// reclaim their own cache on the charge path, and memstall times every call.
+#[test]
+fn memcg_reclaim_stalls_reconcile_with_the_cgroup() {
+    let _shared = MEMORY_HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    let cgroup = MemCgroup::create("memcg-reclaim", 256 * MIB).unwrap();
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let cache_file = dir.path().join("cache.img");
+    let json = dir.path().join("events.jsonl");
+    let cgroup_arg = cgroup.path.to_str().unwrap();
+
+    let spec = format!("{}:100", cache_file.display());
+    run(&mut memhog()
+        .args(["--cgroup", cgroup_arg, "--page-cache", &spec])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap());
+    let file_key = match cgroup.version {
+        CgroupVersion::V1 => "cache",
+        CgroupVersion::V2 => "file",
+    };
+    let cache_before = cgroup.keyed("memory.stat").unwrap()[file_key];
+    assert!(
+        cache_before >= 90 * MIB,
+        "page cache charged to the cgroup: {cache_before}"
+    );
+    let max_events_before = (cgroup.version == CgroupVersion::V2)
+        .then(|| cgroup.keyed("memory.events").unwrap()["max"]);
+
+    let memstall = Memstall::start(&[
+        "--json",
+        json.to_str().unwrap(),
+        "--threshold",
+        "0",
+        "--cgroup",
+        cgroup_arg,
+    ])
+    .unwrap();
+    run(&mut memhog()
+        .args(["--cgroup", cgroup_arg, "--anon-mib", "200"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap());
+    let cache_after = cgroup.keyed("memory.stat").unwrap()[file_key];
+    let max_events_after = (cgroup.version == CgroupVersion::V2)
+        .then(|| cgroup.keyed("memory.events").unwrap()["max"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, stderr) = memstall.stop(libc::SIGINT).unwrap();
+    assert!(status.success(), "{stderr:?}");
+
+    let events = read_json_lines(&json).unwrap();
+    let stalls = of_type(&events, "memcg_reclaim");
+    assert!(!stalls.is_empty(), "no memcg_reclaim stalls: {stderr:?}");
+    for stall in &stalls {
+        assert_eq!(stall["cgroup"], cgroup.relative.as_str());
+        let latency = stall["latency_ns"].as_u64().unwrap();
+        assert!(
+            (1..10_000_000_000).contains(&latency),
+            "latency {latency}: {stall}"
+        );
+    }
+    // Every stall carries where it came from: the charge of a page fault.
+    assert!(
+        stalls.iter().any(|s| {
+            let frames = s["kernel_stack"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            frames
+                .iter()
+                .any(|f| f.as_str().unwrap().contains("charge"))
+                && frames
+                    .iter()
+                    .any(|f| f.as_str().unwrap().contains("page_fault"))
+        }),
+        "no stack shows a charge inside a page fault: {:#}",
+        stalls[0]
+    );
+    let summaries = total_summaries(&events, "memcg_reclaim");
+    assert_eq!(summaries.len(), 1, "{summaries:?}");
+    assert_eq!(summaries[0]["cgroup"], cgroup.relative.as_str());
+    assert_eq!(summaries[0]["count"].as_u64().unwrap(), stalls.len() as u64);
+    let latency_sum: u64 = stalls
+        .iter()
+        .map(|s| s["latency_ns"].as_u64().unwrap())
+        .sum();
+    assert_eq!(summaries[0]["total_ns"].as_u64().unwrap(), latency_sum);
+
+    let reclaimed_pages: u64 = stalls.iter().map(|s| s["pages"].as_u64().unwrap()).sum();
+    let page_size = 4096;
+    let cache_drop_pages = cache_before.saturating_sub(cache_after) / page_size;
+    eprintln!(
+        "memcg reclaim: {} stalls, p50 {} ns, max {} ns, {reclaimed_pages} pages reclaimed, page cache fell by {cache_drop_pages} pages",
+        stalls.len(),
+        summaries[0]["p50_ns"],
+        summaries[0]["max_ns"]
+    );
+    match (max_events_before, max_events_after) {
+        // cgroup v2 counts every charge-path reclaim call in memory.events `max`.
+        (Some(before), Some(after)) => assert_eq!(stalls.len() as u64, after - before),
+        // v1 has no such counter: the reclaimed pages must account for the cache that left.
+        _ => {
+            assert!(
+                cache_drop_pages > 10_000,
+                "the anon allocation should push out cache: {cache_drop_pages}"
+            );
+            let slack = (cache_drop_pages / 50).max(64);
+            assert!(
+                reclaimed_pages.abs_diff(cache_drop_pages) <= slack,
+                "reclaimed {reclaimed_pages} pages vs page cache drop {cache_drop_pages}"
+            );
+        }
+    }
+}
+
+/// Global direct reclaim, provoked safely: page cache fills the machine, then anonymous THP
+/// allocations (well under MemTotal, at oom_score_adj 1000) outrun kswapd. Every direct
+/// reclaim call counts once in /proc/vmstat allocstall_*; memstall must see each of them.
+#[test]
+fn direct_reclaim_count_matches_allocstall() {
+    let _exclusive = MEMORY_HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let json = dir.path().join("events.jsonl");
+    let sparse = dir.path().join("sparse.img");
+    let mem_total = meminfo_kb("MemTotal") * 1024;
+    // Reading holes of a sparse file fills the page cache with clean pages at memory speed.
+    fs::File::create(&sparse)
+        .unwrap()
+        .set_len(mem_total + 2 * 1024 * MIB)
+        .unwrap();
+    let anon_each_mib = (mem_total * 2 / 10 / MIB).to_string();
+
+    let memstall =
+        Memstall::start(&["--json", json.to_str().unwrap(), "--threshold", "1000"]).unwrap();
+    let before = vmstat_sum("allocstall_");
+    for _round in 0..3 {
+        let mut reader = fs::File::open(&sparse).unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        while reader.read(&mut buf).unwrap() > 0 {}
+        let mut hogs: Vec<Child> = (0..2)
+            .map(|_| {
+                memhog()
+                    .args([
+                        "--thp",
+                        "--anon-mib",
+                        &anon_each_mib,
+                        "--oom-score-adj",
+                        "1000",
+                    ])
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        hogs.iter_mut().for_each(run);
+        if vmstat_sum("allocstall_") > before {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let after = vmstat_sum("allocstall_");
+    let (status, stderr) = memstall.stop(libc::SIGINT).unwrap();
+    assert!(status.success(), "{stderr:?}");
+
+    let events = read_json_lines(&json).unwrap();
+    drop(dir);
+    let counted: u64 = total_summaries(&events, "direct_reclaim")
+        .iter()
+        .map(|s| s["count"].as_u64().unwrap())
+        .sum();
+    let run_end = events.last().unwrap();
+    assert_eq!(run_end["dropped"], 0, "drops make the count meaningless");
+    eprintln!(
+        "direct reclaim: memstall counted {counted}, allocstall rose by {}",
+        after - before
+    );
+    assert!(
+        after > before,
+        "the workload did not provoke direct reclaim"
+    );
+    assert_eq!(
+        counted,
+        after - before,
+        "direct_reclaim stalls vs Δallocstall_*"
+    );
+    for row in total_summaries(&events, "direct_reclaim") {
+        assert!(row["max_ns"].as_u64().unwrap() < 60_000_000_000, "{row}");
+    }
+}
