@@ -145,6 +145,24 @@ fn memcg_reclaim_stalls_reconcile_with_the_cgroup() {
         summaries[0]["p50_ns"],
         summaries[0]["max_ns"]
     );
+    // The memcg counters see the same pages from the LRU side (memcg/count_memcg_events).
+    let lru = events
+        .iter()
+        .find(|e| {
+            e["type"] == "memcg_pages"
+                && e["scope"] == "total"
+                && e["cgroup"] == cgroup.relative.as_str()
+        })
+        .expect("memcg_pages row for the cgroup");
+    let lru_reclaimed = lru["reclaimed_direct"].as_u64().unwrap();
+    assert!(
+        lru["scanned_direct"].as_u64().unwrap() >= lru_reclaimed,
+        "{lru}"
+    );
+    assert!(
+        lru_reclaimed.abs_diff(reclaimed_pages) <= (reclaimed_pages / 50).max(64),
+        "{lru} vs {reclaimed_pages}"
+    );
     match (max_events_before, max_events_after) {
         // cgroup v2 counts every charge-path reclaim call in memory.events `max`.
         (Some(before), Some(after)) => assert_eq!(stalls.len() as u64, after - before),

@@ -204,7 +204,60 @@ pub struct KernelLayout {
     pub mm_shmem_pages: u32,
     /// log2(page size / 1024), to turn page counts into kB.
     pub page_kb_shift: u32,
-    pub _reserved: u32,
+    /// Offset of `mem_cgroup.css` (a memcg's cgroup_subsys_state).
+    pub memcg_css: u32,
+}
+
+/// Which memcg event items (`enum vm_event_item`, numbered per kernel) the memcg hook counts,
+/// in [`MemcgSlot`] order; u32::MAX where the kernel lacks the item.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct MemcgItems {
+    pub items: [u32; MEMCG_SLOTS],
+}
+
+pub const MEMCG_SLOTS: usize = 4;
+
+/// Per-memcg reclaim page counters kept in the kernel (memcg/count_memcg_events).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemcgSlot {
+    /// Pages scanned / reclaimed from this memcg's LRUs by direct and charge-path reclaim.
+    PgscanDirect = 0,
+    PgstealDirect = 1,
+    /// ... and by kswapd.
+    PgscanKswapd = 2,
+    PgstealKswapd = 3,
+}
+
+impl MemcgSlot {
+    pub const ALL: [MemcgSlot; MEMCG_SLOTS] = [
+        Self::PgscanDirect,
+        Self::PgstealDirect,
+        Self::PgscanKswapd,
+        Self::PgstealKswapd,
+    ];
+
+    /// The kernel's `enum vm_event_item` name.
+    pub const fn kernel_item(self) -> &'static str {
+        match self {
+            Self::PgscanDirect => "PGSCAN_DIRECT",
+            Self::PgstealDirect => "PGSTEAL_DIRECT",
+            Self::PgscanKswapd => "PGSCAN_KSWAPD",
+            Self::PgstealKswapd => "PGSTEAL_KSWAPD",
+        }
+    }
+}
+
+/// Key of the per-memcg counters: memcg id and [`MemcgSlot`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct MemcgCounterKey {
+    pub memcg_id: u64,
+    pub slot: u32,
+    pub _pad: u32,
 }
 
 /// Field offsets inside the classic oom/mark_victim tracepoint record, read from its format file.
@@ -244,6 +297,8 @@ mod user {
 
     unsafe impl aya::Pod for KernelLayout {}
     unsafe impl aya::Pod for MarkVictimFormat {}
+    unsafe impl aya::Pod for MemcgItems {}
+    unsafe impl aya::Pod for MemcgCounterKey {}
 
     /// Why a ring-buffer record could not be decoded.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]

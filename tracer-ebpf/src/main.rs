@@ -3,6 +3,7 @@
 #![no_main]
 
 mod events;
+mod memcg;
 mod oom;
 mod reclaim;
 mod task;

@@ -183,8 +183,19 @@ impl KernelBtf {
             mm_swap_entries,
             mm_shmem_pages,
             page_kb_shift,
-            _reserved: 0,
+            memcg_css: self.offset_of("mem_cgroup", "css")?,
         })
+    }
+
+    /// Item numbers of `enum vm_event_item` for the memcg counters; u32::MAX where missing.
+    pub fn memcg_items(&self) -> tracer_common::MemcgItems {
+        let mut items = [u32::MAX; tracer_common::MEMCG_SLOTS];
+        for slot in tracer_common::MemcgSlot::ALL {
+            if let Ok(value) = self.enumerator(slot.kernel_item()) {
+                items[slot as usize] = value;
+            }
+        }
+        tracer_common::MemcgItems { items }
     }
 
     /// Whether the tp_btf hook `name` passes `struct task_struct *` as its first argument
@@ -249,6 +260,11 @@ mod tests {
         sorted.sort();
         assert_eq!(sorted, counters, "MM_* counters are laid out in enum order");
         assert!(btf.tracepoint_first_arg_is_task("mark_victim").is_ok());
+        let items = btf.memcg_items().items;
+        assert!(items.iter().all(|&i| i != u32::MAX), "{items:?}");
+        let mut distinct = items.to_vec();
+        distinct.dedup();
+        assert_eq!(distinct.len(), items.len(), "{items:?}");
         assert!(
             btf.tracepoint_first_arg_is_task("sched_switch")
                 .is_ok_and(|task| !task)

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod decode;
 pub mod kernel_layout;
 pub mod loader;
+pub mod memcg;
 pub mod oom;
 pub mod preflight;
 pub mod reclaim;

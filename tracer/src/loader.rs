@@ -9,7 +9,7 @@ use aya::{
 };
 use tracer_common::KernelLayout;
 
-use crate::{kernel_layout::KernelBtf, oom, reclaim};
+use crate::{kernel_layout::KernelBtf, memcg, oom, reclaim};
 
 /// How one hook ended up attached, or why it is missing.
 #[derive(Clone, Debug)]
@@ -60,6 +60,14 @@ impl KernelInfo {
     }
 }
 
+/// In-kernel aggregates, as totals since load.
+#[derive(Clone, Debug, Default)]
+pub struct KernelCounters {
+    /// kswapd wake-up requests per memcg id of the requester.
+    pub kswapd_wakeups: Vec<(u64, u64)>,
+    pub memcg_pages: memcg::MemcgCounters,
+}
+
 pub struct Tracer {
     pub ebpf: Ebpf,
     pub hooks: Vec<HookStatus>,
@@ -73,15 +81,31 @@ impl Tracer {
             .btf(Some(&kernel.aya_btf))
             .override_global("KERNEL_LAYOUT", &layout, true)
             .override_global("STACK_THRESHOLD_NS", &stack_threshold_ns, true)
+            .override_global("MEMCG_ITEMS", &kernel.btf.memcg_items(), true)
             .load(object)
             .context("loading the eBPF object")?;
         let mut hooks = vec![oom::attach(&mut ebpf, kernel)];
         hooks.extend(reclaim::attach(&mut ebpf, kernel));
+        hooks.push(memcg::attach(&mut ebpf, kernel));
         Ok(Self { ebpf, hooks })
     }
 
     pub fn attached(&self) -> impl Iterator<Item = &HookStatus> {
         self.hooks.iter().filter(|h| h.attached.is_ok())
+    }
+
+    /// Counters the kernel keeps for us, read for a summary.
+    pub fn counters(&self) -> KernelCounters {
+        KernelCounters {
+            kswapd_wakeups: self.kswapd_wakeups().unwrap_or_else(|err| {
+                log::warn!("reading kswapd wake-up counts: {err:#}");
+                Vec::new()
+            }),
+            memcg_pages: memcg::read_counters(&self.ebpf).unwrap_or_else(|err| {
+                log::warn!("reading per-cgroup reclaim counters: {err:#}");
+                memcg::MemcgCounters::new()
+            }),
+        }
     }
 
     /// kswapd wake-up requests per memcg id of the requester, summed over CPUs.

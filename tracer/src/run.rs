@@ -11,12 +11,14 @@ use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
 };
+use tracer_common::MEMCG_SLOTS;
 
 use crate::{
     cgroup::CgroupFilter,
     clock::BootClock,
     decode::{DecodeContext, Event},
-    loader::Tracer,
+    loader::{KernelCounters, Tracer},
+    memcg::{self, MemcgCounters, MemcgPages},
     sink::{RunSummary, Sink, Summary},
     stats::StallAggregator,
 };
@@ -33,8 +35,8 @@ pub struct Pipeline {
     run: RunSummary,
     started: Instant,
     period_started: Instant,
-    /// kswapd wake-up totals per memcg id at the last interval, for per-interval deltas.
-    wakeups_seen: HashMap<u64, u64>,
+    /// Kernel counter totals at the last interval, for per-interval deltas.
+    counters_seen: KernelCounters,
 }
 
 impl Pipeline {
@@ -53,7 +55,7 @@ impl Pipeline {
             run: RunSummary::default(),
             started: Instant::now(),
             period_started: Instant::now(),
-            wakeups_seen: HashMap::new(),
+            counters_seen: KernelCounters::default(),
         }
     }
 
@@ -125,17 +127,46 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Per-cgroup LRU page counts since `before`, watched cgroups only, most scanned first.
+    fn memcg_rows(&mut self, now: &MemcgCounters, before: &MemcgCounters) -> Vec<MemcgPages> {
+        let mut by_path: HashMap<String, [u64; MEMCG_SLOTS]> = HashMap::new();
+        for (memcg, counts) in memcg::delta(now, before) {
+            let path = self
+                .decoder
+                .cgroups
+                .path(memcg)
+                .unwrap_or_else(|| "?".into());
+            if self.watched(&[&path]) {
+                let sum = by_path.entry(path).or_default();
+                for (total, count) in sum.iter_mut().zip(counts) {
+                    *total += count;
+                }
+            }
+        }
+        let mut rows: Vec<MemcgPages> = by_path
+            .into_iter()
+            .map(|(path, counts)| MemcgPages::new(path, counts))
+            .collect();
+        rows.sort_by(|a, b| {
+            (b.scanned_direct + b.scanned_kswapd)
+                .cmp(&(a.scanned_direct + a.scanned_kswapd))
+                .then_with(|| a.cgroup.cmp(&b.cgroup))
+        });
+        rows
+    }
+
     /// Ends an `--interval` period: its rows go to the sinks, then fold into the totals.
-    pub fn interval(&mut self, wakeup_totals: &[(u64, u64)]) -> Result<()> {
-        let baseline = std::mem::take(&mut self.wakeups_seen);
+    pub fn interval(&mut self, counters: KernelCounters) -> Result<()> {
+        let seen = std::mem::replace(&mut self.counters_seen, counters.clone());
+        let wakeups_before: HashMap<u64, u64> = seen.kswapd_wakeups.iter().copied().collect();
         let summary = Summary {
             scope: "interval",
             time_ns: now_unix_ns(),
             period_ns: self.period_started.elapsed().as_nanos() as u64,
             rows: self.stalls.end_interval(),
-            kswapd_wakeups: self.wakeup_rows(wakeup_totals, &baseline),
+            kswapd_wakeups: self.wakeup_rows(&counters.kswapd_wakeups, &wakeups_before),
+            memcg_pages: self.memcg_rows(&counters.memcg_pages, &seen.memcg_pages),
         };
-        self.wakeups_seen = wakeup_totals.iter().copied().collect();
         self.period_started = Instant::now();
         self.emit_summary(summary)
     }
@@ -143,7 +174,7 @@ impl Pipeline {
     /// The run's totals, then the `run_end` record; flushes every sink.
     pub fn finish(
         mut self,
-        wakeup_totals: &[(u64, u64)],
+        counters: KernelCounters,
         dropped: u64,
         hooks: Vec<String>,
     ) -> Result<RunSummary> {
@@ -152,7 +183,8 @@ impl Pipeline {
             time_ns: now_unix_ns(),
             period_ns: self.started.elapsed().as_nanos() as u64,
             rows: self.stalls.totals(),
-            kswapd_wakeups: self.wakeup_rows(wakeup_totals, &HashMap::new()),
+            kswapd_wakeups: self.wakeup_rows(&counters.kswapd_wakeups, &HashMap::new()),
+            memcg_pages: self.memcg_rows(&counters.memcg_pages, &MemcgCounters::new()),
         };
         self.emit_summary(summary)?;
         self.run.time_ns = now_unix_ns();
@@ -175,13 +207,6 @@ fn drain(ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline) -> Result<()> {
         pipeline.record(&item)?;
     }
     Ok(())
-}
-
-fn wakeups(tracer: &Tracer) -> Vec<(u64, u64)> {
-    tracer.kswapd_wakeups().unwrap_or_else(|err| {
-        log::warn!("reading kswapd wake-up counts: {err:#}");
-        Vec::new()
-    })
 }
 
 /// Runs until SIGINT/SIGTERM or `duration`, printing a summary every `interval`, then drains
@@ -218,7 +243,7 @@ pub async fn run(
             }
             _ = ticks.tick(), if interval.is_some() => {
                 drain(ring.get_mut(), &mut pipeline)?;
-                pipeline.interval(&wakeups(&tracer))?;
+                pipeline.interval(tracer.counters())?;
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
@@ -232,5 +257,5 @@ pub async fn run(
         0
     });
     let hooks = tracer.hooks.iter().map(ToString::to_string).collect();
-    pipeline.finish(&wakeups(&tracer), dropped, hooks)
+    pipeline.finish(tracer.counters(), dropped, hooks)
 }

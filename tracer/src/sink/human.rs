@@ -76,6 +76,33 @@ pub fn write_table(out: &mut impl Write, summary: &Summary) -> std::io::Result<(
             )?;
         }
     }
+    if !summary.memcg_pages.is_empty() {
+        writeln!(
+            out,
+            "{:<40} {:>14} {:>14} {:>14} {:>14} {:>10}",
+            "CGROUP (LRU PAGES)",
+            "SCANNED DIRECT",
+            "RECLAIMED",
+            "SCANNED KSWAPD",
+            "RECLAIMED",
+            "EFFICIENCY"
+        )?;
+        for row in &summary.memcg_pages {
+            let efficiency = row
+                .efficiency
+                .map_or("-".to_owned(), |e| format!("{:.0} %", e * 100.0));
+            writeln!(
+                out,
+                "{:<40} {:>14} {:>14} {:>14} {:>14} {:>10}",
+                row.cgroup,
+                row.scanned_direct,
+                row.reclaimed_direct,
+                row.scanned_kswapd,
+                row.reclaimed_kswapd,
+                efficiency
+            )?;
+        }
+    }
     if !summary.kswapd_wakeups.is_empty() {
         let wakeups: Vec<String> = summary
             .kswapd_wakeups
@@ -106,7 +133,13 @@ impl<W: Write> Sink for HumanSink<W> {
         self.out.flush().context("writing to stdout")
     }
 
-    fn finish(&mut self, _run: &RunSummary) -> Result<()> {
+    fn finish(&mut self, run: &RunSummary) -> Result<()> {
+        writeln!(
+            self.out,
+            "ring buffer: {} event(s) dropped by the kernel",
+            run.dropped
+        )
+        .context("writing to stdout")?;
         self.out.flush().context("writing to stdout")
     }
 }

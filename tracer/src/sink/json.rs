@@ -4,7 +4,7 @@ use anyhow::{Context as _, Result};
 use serde::Serialize;
 
 use super::{RunSummary, Sink, Summary};
-use crate::{decode::Event, stats::SummaryRow};
+use crate::{decode::Event, memcg::MemcgPages, stats::SummaryRow};
 
 /// JSON Lines: one object per event, `summary` objects per interval and at the end, then a
 /// `run_end` object.
@@ -56,6 +56,15 @@ struct WakeupLine<'a> {
     count: u64,
 }
 
+#[derive(Serialize)]
+#[serde(tag = "type", rename = "memcg_pages")]
+struct MemcgPagesLine<'a> {
+    #[serde(flatten)]
+    period: &'a Period,
+    #[serde(flatten)]
+    pages: &'a MemcgPages,
+}
+
 impl<W: Write> Sink for JsonSink<W> {
     fn event(&mut self, event: &Event) -> Result<()> {
         self.line(event)?;
@@ -80,6 +89,12 @@ impl<W: Write> Sink for JsonSink<W> {
                 period: &period,
                 cgroup,
                 count: *count,
+            })?;
+        }
+        for pages in &summary.memcg_pages {
+            self.line(&MemcgPagesLine {
+                period: &period,
+                pages,
             })?;
         }
         self.out.flush().context("writing JSON")
@@ -166,6 +181,7 @@ mod tests {
             period_ns: 1_000,
             rows: vec![stats.row("/svc", StallKind::DirectReclaim)],
             kswapd_wakeups: vec![("/svc".into(), 3)],
+            memcg_pages: vec![MemcgPages::new("/svc".into(), [10, 5, 0, 0])],
         };
         let mut sink = JsonSink::new(Vec::new());
         sink.summary(&summary).unwrap();
@@ -189,5 +205,8 @@ mod tests {
         assert_eq!(row["scope"], "total");
         assert_eq!(lines[1]["type"], "kswapd_wakeups");
         assert_eq!(lines[1]["count"], 3);
+        assert_eq!(lines[2]["type"], "memcg_pages");
+        assert_eq!(lines[2]["scanned_direct"], 10);
+        assert_eq!(lines[2]["efficiency"], 0.5);
     }
 }

@@ -8,7 +8,7 @@ pub use json::JsonSink;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::{decode::Event, stats::SummaryRow};
+use crate::{decode::Event, memcg::MemcgPages, stats::SummaryRow};
 
 /// The end of a run: what was seen and what was lost.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -38,6 +38,8 @@ pub struct Summary {
     pub rows: Vec<SummaryRow>,
     /// kswapd wake-up requests per memory cgroup of the requesting task, in the period.
     pub kswapd_wakeups: Vec<(String, u64)>,
+    /// Pages scanned and reclaimed from each cgroup's LRUs in the period.
+    pub memcg_pages: Vec<MemcgPages>,
 }
 
 pub trait Sink {

@@ -1,0 +1,63 @@
+//! memcg/count_memcg_events: pages scanned and reclaimed from each memcg's LRUs, counted in the
+//! kernel. The tracepoint also fires on every page fault (PGFAULT), so anything but the four
+//! reclaim items returns at once.
+use aya_ebpf::{
+    Global,
+    macros::{btf_tracepoint, map, raw_tracepoint},
+    maps::PerCpuHashMap,
+    programs::{BtfTracePointContext, RawTracePointContext},
+};
+use tracer_common::{MEMCG_SLOTS, MemcgCounterKey, MemcgItems};
+
+use crate::task::{layout, read};
+
+#[unsafe(no_mangle)]
+static MEMCG_ITEMS: Global<MemcgItems> = Global::new(MemcgItems {
+    items: [u32::MAX; MEMCG_SLOTS],
+});
+
+#[map]
+pub static MEMCG_COUNTERS: PerCpuHashMap<MemcgCounterKey, u64> =
+    PerCpuHashMap::with_max_entries(65536, 0);
+
+/// count_memcg_events(struct mem_cgroup *memcg, int item, unsigned long val)
+fn count(memcg: u64, item: u32, val: u64) {
+    let items = MEMCG_ITEMS.load().items;
+    let mut slot = MEMCG_SLOTS;
+    for (i, wanted) in items.iter().enumerate() {
+        if *wanted == item {
+            slot = i;
+        }
+    }
+    if slot == MEMCG_SLOTS {
+        return;
+    }
+    let layout = layout();
+    let cgroup: u64 = read(memcg, layout.memcg_css + layout.css_cgroup).unwrap_or(0);
+    let kn: u64 = read(cgroup, layout.cgroup_kn).unwrap_or(0);
+    let memcg_id: u64 = read(kn, layout.kernfs_node_id).unwrap_or(0);
+    let key = MemcgCounterKey {
+        memcg_id,
+        slot: slot as u32,
+        _pad: 0,
+    };
+    match MEMCG_COUNTERS.get_ptr_mut(&key) {
+        // SAFETY: per-CPU value, written only from this CPU.
+        Some(counter) => unsafe { *counter += val },
+        None => {
+            let _ = MEMCG_COUNTERS.insert(&key, val, 0);
+        }
+    }
+}
+
+#[btf_tracepoint(function = "count_memcg_events")]
+pub fn count_memcg_events_btf(ctx: BtfTracePointContext) -> i32 {
+    count(ctx.arg(0), ctx.arg::<u64>(1) as u32, ctx.arg(2));
+    0
+}
+
+#[raw_tracepoint(tracepoint = "count_memcg_events")]
+pub fn count_memcg_events_raw(ctx: RawTracePointContext) -> i32 {
+    count(ctx.arg(0), ctx.arg::<u64>(1) as u32, ctx.arg(2));
+    0
+}
