@@ -14,6 +14,7 @@ use crate::{
     cli::Cli,
     decode::DecodeContext,
     loader::{KernelInfo, Tracer},
+    postmortem::PostMortem,
     preflight,
     run::{Pipeline, run},
     sink::{HumanSink, JsonSink, Sink},
@@ -134,6 +135,7 @@ fn trace(cli: Cli) -> Result<()> {
 
     let mut decoder = DecodeContext::new(CgroupResolver::new(&hierarchy.root), hierarchy.version);
     decoder.stack_map = Some(tracer.take_stacks()?);
+    decoder.postmortem = Some(PostMortem::new(&hierarchy));
     let pipeline = Pipeline::new(decoder, filter, sinks, threshold_ns);
     let scope = if cli.cgroup.is_empty() {
         "all memory cgroups".to_owned()

@@ -7,6 +7,7 @@ use crate::{
     cgroup::{CgroupResolver, CgroupVersion},
     clock::BootClock,
     oom::OomKill,
+    postmortem::PostMortem,
     reclaim::Stall,
     stacks::Symbolizer,
 };
@@ -71,6 +72,8 @@ pub struct DecodeContext {
     /// The kernel's STACKS map (outlier stacks); absent in tests that feed bytes directly.
     pub stack_map: Option<StackTraceMap<MapData>>,
     pub symbolizer: Symbolizer,
+    /// Kernel log reader and snapshotter for OOM kills; absent in byte-level tests.
+    pub postmortem: Option<PostMortem>,
 }
 
 impl DecodeContext {
@@ -81,6 +84,7 @@ impl DecodeContext {
             clock: BootClock::new(),
             stack_map: None,
             symbolizer: Symbolizer::default(),
+            postmortem: None,
         }
     }
 

@@ -4,7 +4,9 @@ use std::fmt;
 use serde::Serialize;
 use tracer_common::{OomKillEvent, comm_str, oom_source};
 
-use crate::{cgroup::memcg_of_pid, clock::format_unix_ns, decode::DecodeContext};
+use crate::{
+    cgroup::memcg_of_pid, clock::format_unix_ns, decode::DecodeContext, postmortem::Explanation,
+};
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct OomKill {
@@ -29,6 +31,21 @@ pub struct OomKill {
     pub oom_score_adj: i32,
     /// Which hook produced the record: `tp_btf` or `tracepoint`.
     pub source: &'static str,
+    /// Scope, scores, scoreboard and memory breakdown (see postmortem.rs).
+    #[serde(flatten)]
+    pub explanation: Explanation,
+    /// Reclaim effort in the OOM domain just before the kill (filled in by the pipeline).
+    pub reclaim_before: Option<ReclaimBefore>,
+}
+
+/// Stalls and pages in the OOM domain over the seconds before a kill.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ReclaimBefore {
+    pub window_ns: u64,
+    pub stalls: u64,
+    pub stall_ns: u64,
+    pub pages_scanned: u64,
+    pub pages_reclaimed: u64,
 }
 
 impl OomKill {
@@ -39,7 +56,13 @@ impl OomKill {
             // The classic record has no memcg: ask /proc while the victim is still exiting.
             None => memcg_of_pid(raw.victim.pid, ctx.version),
         };
+        let explanation = match ctx.postmortem.as_mut() {
+            Some(postmortem) => postmortem.explain_kill(raw.victim.pid, victim_cgroup.as_deref()),
+            None => Explanation::default(),
+        };
         Self {
+            explanation,
+            reclaim_before: None,
             time_ns: ctx.clock.unix_ns(raw.header.boot_ns),
             cgroup: ctx.cgroups.path(raw.trigger.memcg_id),
             pid: raw.trigger.pid,
@@ -101,7 +124,7 @@ impl fmt::Display for OomKill {
             write!(f, ", uid {uid}")?;
         }
         if self.pid == self.victim_pid {
-            write!(f, "; triggered by its own allocation")
+            write!(f, "; triggered by its own allocation")?;
         } else {
             write!(
                 f,
@@ -109,8 +132,57 @@ impl fmt::Display for OomKill {
                 self.comm,
                 self.pid,
                 self.cgroup.as_deref().unwrap_or(unknown)
-            )
+            )?;
         }
+        let e = &self.explanation;
+        if let Some(constraint) = &e.constraint {
+            write!(f, "\n    scope: {constraint} OOM")?;
+            if let Some(domain) = &e.oom_cgroup {
+                write!(f, " in {domain}")?;
+            }
+            if let (Some(usage), Some(limit)) = (e.usage_kb, e.limit_kb) {
+                write!(f, " (usage {usage} kB of {limit} kB)")?;
+            }
+            if let (Some(points), Some(total)) = (e.points, e.totalpages) {
+                write!(
+                    f,
+                    "; victim points {points} of {total} pages, oom_score {}",
+                    e.oom_score.unwrap_or(0)
+                )?;
+            }
+            write!(f, " [{}]", e.report)?;
+            write!(
+                f,
+                "\n    why: {}; reclaimable {} kB, unreclaimable {} kB",
+                e.diagnosis.culprit, e.diagnosis.reclaimable_kb, e.diagnosis.unreclaimable_kb
+            )?;
+        }
+        if let Some(before) = &self.reclaim_before {
+            write!(
+                f,
+                "\n    reclaim in the last {:.0} s: {} stalls, {} ms stalled, {} pages scanned, {} reclaimed",
+                before.window_ns as f64 / 1e9,
+                before.stalls,
+                before.stall_ns / 1_000_000,
+                before.pages_scanned,
+                before.pages_reclaimed
+            )?;
+        }
+        for c in &e.scoreboard {
+            let points = c.points.map_or("exempt".to_owned(), |p| p.to_string());
+            write!(
+                f,
+                "\n    {} {:>7} {:<16} points {:>8}  adj {:>5}  rss {} kB  swap {} kB",
+                if c.victim { "*" } else { " " },
+                c.pid,
+                c.comm,
+                points,
+                c.oom_score_adj,
+                c.rss_kb,
+                c.swap_kb
+            )?;
+        }
+        Ok(())
     }
 }
 

@@ -1,7 +1,7 @@
 //! The event loop: kernel ring buffer → decode → filter → aggregate → sinks, until a signal
 //! or the deadline.
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     time::{Duration, Instant},
 };
 
@@ -19,6 +19,8 @@ use crate::{
     decode::{DecodeContext, Event},
     loader::{KernelCounters, Tracer},
     memcg::{self, MemcgCounters, MemcgPages},
+    oom::ReclaimBefore,
+    reclaim::Stall,
     sink::{RunSummary, Sink, Summary},
     stats::StallAggregator,
 };
@@ -37,6 +39,32 @@ pub struct Pipeline {
     period_started: Instant,
     /// Kernel counter totals at the last interval, for per-interval deltas.
     counters_seen: KernelCounters,
+    /// Stalls of the last RECENT_WINDOW, for the reclaim effort before an OOM kill.
+    recent: VecDeque<RecentStall>,
+}
+
+struct RecentStall {
+    time_ns: u64,
+    cgroup: String,
+    latency_ns: u64,
+    pages: u64,
+    scanned: u64,
+}
+
+const RECENT_WINDOW_NS: u64 = 10_000_000_000;
+const RECENT_MAX: usize = 100_000;
+
+/// Whether `cgroup` is `domain` or below it (`None`: the whole machine).
+fn within(cgroup: &str, domain: Option<&str>) -> bool {
+    match domain {
+        None | Some("/") => true,
+        Some(domain) => {
+            cgroup == domain
+                || cgroup
+                    .strip_prefix(domain)
+                    .is_some_and(|rest| rest.starts_with('/'))
+        }
+    }
 }
 
 impl Pipeline {
@@ -56,6 +84,7 @@ impl Pipeline {
             started: Instant::now(),
             period_started: Instant::now(),
             counters_seen: KernelCounters::default(),
+            recent: VecDeque::new(),
         }
     }
 
@@ -76,8 +105,14 @@ impl Pipeline {
         if !self.watched(&event.cgroups()) {
             return Ok(());
         }
+        let mut event = event;
+        if let Event::OomKill(kill) = &mut event {
+            kill.reclaim_before =
+                Some(self.reclaim_before(kill.time_ns, kill.explanation.oom_cgroup.as_deref()));
+        }
         if let Event::Stall(stall) = &event {
             let cgroup = stall.cgroup.as_deref().unwrap_or("?");
+            self.remember(stall);
             self.stalls.record(
                 cgroup,
                 stall.kind,
@@ -95,6 +130,44 @@ impl Pipeline {
             sink.event(&event)?;
         }
         Ok(())
+    }
+
+    fn remember(&mut self, stall: &Stall) {
+        while self
+            .recent
+            .front()
+            .is_some_and(|r| r.time_ns + RECENT_WINDOW_NS < stall.time_ns)
+            || self.recent.len() >= RECENT_MAX
+        {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(RecentStall {
+            time_ns: stall.time_ns,
+            cgroup: stall.cgroup.clone().unwrap_or_default(),
+            latency_ns: stall.latency_ns,
+            pages: stall.pages,
+            scanned: stall.pages_scanned,
+        });
+    }
+
+    /// Stalls in the OOM domain during the RECENT_WINDOW before `time_ns`.
+    fn reclaim_before(&self, time_ns: u64, domain: Option<&str>) -> ReclaimBefore {
+        let mut before = ReclaimBefore {
+            window_ns: RECENT_WINDOW_NS,
+            ..Default::default()
+        };
+        for r in &self.recent {
+            if r.time_ns + RECENT_WINDOW_NS >= time_ns
+                && r.time_ns <= time_ns
+                && within(&r.cgroup, domain)
+            {
+                before.stalls += 1;
+                before.stall_ns += r.latency_ns;
+                before.pages_reclaimed += r.pages;
+                before.pages_scanned += r.scanned;
+            }
+        }
+        before
     }
 
     /// Wake-up requests per cgroup path since `baseline` (absent ids count from zero).

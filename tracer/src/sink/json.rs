@@ -141,6 +141,8 @@ mod tests {
             swap_entries: Some(0),
             oom_score_adj: 500,
             source: "tp_btf",
+            explanation: Default::default(),
+            reclaim_before: None,
         };
         let mut sink = JsonSink::new(Vec::new());
         sink.event(&Event::OomKill(kill)).unwrap();

@@ -1,0 +1,405 @@
+//! The whole story of an OOM kill: scope, the victim's score, the scoreboard and why reclaim
+//! failed. Exact figures come from the kernel's own report in /dev/kmsg (printed just before
+//! oom/mark_victim fires); without it, from a snapshot of cgroupfs and /proc taken at once.
+use std::{
+    collections::{BTreeMap, VecDeque},
+    fs,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use serde::Serialize;
+
+use crate::{
+    cgroup::{CgroupVersion, MemoryHierarchy},
+    kmsg::{KmsgCursor, OomReport, OomReportParser, OomTask},
+    oom_score::{self, Breakdown, Candidate, Diagnosis},
+};
+
+/// How long to wait for the kernel's "Killed process" line after the eBPF event.
+const REPORT_WAIT: Duration = Duration::from_millis(300);
+const SCOREBOARD_LEN: usize = 10;
+
+/// What the post-mortem adds to an OOM kill record.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Explanation {
+    /// `memcg`, `global`, `cpuset` or `mempolicy`.
+    pub constraint: Option<String>,
+    /// The cgroup whose limit was hit (memcg OOM), relative to the hierarchy root.
+    pub oom_cgroup: Option<String>,
+    /// The victim's badness points and their /proc/PID/oom_score-style value in the domain.
+    pub points: Option<i64>,
+    pub oom_score: Option<i64>,
+    /// Pages the kernel scored against: the domain's limit (+ swap) or RAM + swap.
+    pub totalpages: Option<u64>,
+    pub limit_kb: Option<u64>,
+    pub usage_kb: Option<u64>,
+    pub breakdown: Breakdown,
+    #[serde(flatten)]
+    pub diagnosis: Diagnosis,
+    pub scoreboard: Vec<Candidate>,
+    /// `kernel_log` (exact) or `snapshot` (read after the fact).
+    pub report: &'static str,
+}
+
+pub struct PostMortem {
+    kmsg: Option<KmsgCursor>,
+    parser: OomReportParser,
+    reports: VecDeque<OomReport>,
+    root: PathBuf,
+    version: CgroupVersion,
+    page_size: u64,
+}
+
+fn constraint_name(raw: &str) -> String {
+    match raw {
+        "CONSTRAINT_MEMCG" => "memcg",
+        "CONSTRAINT_NONE" => "global",
+        "CONSTRAINT_CPUSET" => "cpuset",
+        "CONSTRAINT_MEMORY_POLICY" => "mempolicy",
+        other => other,
+    }
+    .to_owned()
+}
+
+fn meminfo_kb(key: &str) -> u64 {
+    let text = fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn read_u64(path: &Path) -> Option<u64> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn keyed(text: &str) -> BTreeMap<String, u64> {
+    text.lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            Some((k.to_owned(), v.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// v1 prints local and `total_` (hierarchical) items; the domain includes its children.
+fn hierarchical(stats: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    let totals: BTreeMap<String, u64> = stats
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix("total_")?.to_owned(), *v)))
+        .collect();
+    if totals.is_empty() {
+        stats.clone()
+    } else {
+        totals
+    }
+}
+
+impl PostMortem {
+    pub fn new(hierarchy: &MemoryHierarchy) -> Self {
+        let kmsg = KmsgCursor::at_end()
+            .inspect_err(|err| {
+                log::warn!("reading /dev/kmsg: {err}; OOM scores will come from snapshots")
+            })
+            .ok();
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+        Self {
+            kmsg,
+            parser: OomReportParser::new(),
+            reports: VecDeque::new(),
+            root: hierarchy.root.clone(),
+            version: hierarchy.version,
+            page_size,
+        }
+    }
+
+    fn take_report(&mut self, victim_pid: u32) -> Option<OomReport> {
+        let matches = |r: &OomReport| {
+            r.victim_pid == Some(victim_pid)
+                || r.killed.as_ref().is_some_and(|k| k.pid == victim_pid)
+        };
+        let position = self.reports.iter().position(matches)?;
+        self.reports.remove(position)
+    }
+
+    /// The kernel's report for `victim_pid`, waiting briefly for its last line.
+    fn kernel_report(&mut self, victim_pid: u32) -> Option<OomReport> {
+        let started = Instant::now();
+        loop {
+            let records = self.kmsg.as_mut()?.poll().unwrap_or_default();
+            for record in &records {
+                self.reports.extend(self.parser.push(record));
+            }
+            while self.reports.len() > 16 {
+                self.reports.pop_front();
+            }
+            if let Some(report) = self.take_report(victim_pid) {
+                return Some(report);
+            }
+            if started.elapsed() >= REPORT_WAIT {
+                // The tail never came (rate-limited log?): use what there is.
+                self.reports.extend(self.parser.finish());
+                return self.take_report(victim_pid);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn swap_total_pages(&self) -> u64 {
+        meminfo_kb("SwapTotal") * 1024 / self.page_size
+    }
+
+    fn from_report(&self, report: &OomReport, victim_pid: u32) -> Explanation {
+        let memcg = report.constraint.as_deref() == Some("CONSTRAINT_MEMCG");
+        let kb_to_pages = |kb: u64| kb * 1024 / self.page_size;
+        let totalpages = match (memcg, report.memory_limit_kb) {
+            // mem_cgroup_get_max(): the limit plus what swap may add (memsw caps it on v1).
+            (true, Some(limit)) => {
+                let with_swap = kb_to_pages(limit) + self.swap_total_pages();
+                match (self.version, report.swap_limit_kb) {
+                    (CgroupVersion::V1, Some(memsw)) => with_swap.min(kb_to_pages(memsw)),
+                    (CgroupVersion::V2, Some(swap)) => {
+                        kb_to_pages(limit) + kb_to_pages(swap).min(self.swap_total_pages())
+                    }
+                    _ => with_swap,
+                }
+            }
+            _ => kb_to_pages(meminfo_kb("MemTotal")) + self.swap_total_pages(),
+        }
+        .max(1);
+        let scoreboard =
+            oom_score::scoreboard(&report.tasks, totalpages, self.page_size, victim_pid);
+        let breakdown = if memcg {
+            oom_score::breakdown_from_memory_stat(&hierarchical(&report.memcg_stats))
+        } else {
+            global_breakdown()
+        };
+        let usage_kb = if memcg {
+            report.memory_usage_kb
+        } else {
+            Some(meminfo_kb("MemTotal") - meminfo_kb("MemAvailable"))
+        };
+        self.explain(Explanation {
+            constraint: report.constraint.as_deref().map(constraint_name),
+            oom_cgroup: if memcg {
+                report.oom_memcg.clone()
+            } else {
+                None
+            },
+            totalpages: Some(totalpages),
+            limit_kb: if memcg {
+                report.memory_limit_kb
+            } else {
+                Some(meminfo_kb("MemTotal"))
+            },
+            usage_kb,
+            breakdown,
+            scoreboard,
+            report: "kernel_log",
+            ..Default::default()
+        })
+    }
+
+    /// Without the kernel's report: the nearest cgroup at its limit is the domain, else global.
+    fn from_snapshot(&self, victim_cgroup: Option<&str>, victim_pid: u32) -> Explanation {
+        let (limit_file, usage_file) = match self.version {
+            CgroupVersion::V1 => ("memory.limit_in_bytes", "memory.usage_in_bytes"),
+            CgroupVersion::V2 => ("memory.max", "memory.current"),
+        };
+        let mut domain = None;
+        let mut path = victim_cgroup.map(str::to_owned);
+        while let Some(current) = path {
+            let dir = self.root.join(current.trim_start_matches('/'));
+            if let (Some(limit), Some(usage)) = (
+                read_u64(&dir.join(limit_file)),
+                read_u64(&dir.join(usage_file)),
+            ) {
+                // Within 1 MiB of the limit: the victim's memory is not freed yet.
+                if usage + (1 << 20) >= limit {
+                    domain = Some((current.clone(), dir, limit, usage));
+                    break;
+                }
+            }
+            path = Path::new(&current)
+                .parent()
+                .map(|p| p.display().to_string())
+                .filter(|_| current != "/");
+        }
+        let Some((cgroup, dir, limit, usage)) = domain else {
+            let totalpages =
+                (meminfo_kb("MemTotal") * 1024 / self.page_size + self.swap_total_pages()).max(1);
+            let tasks = snapshot_tasks(
+                fs::read_dir("/proc")
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse().ok()),
+                self.page_size,
+            );
+            return self.explain(Explanation {
+                constraint: Some("global".into()),
+                totalpages: Some(totalpages),
+                limit_kb: Some(meminfo_kb("MemTotal")),
+                usage_kb: Some(meminfo_kb("MemTotal") - meminfo_kb("MemAvailable")),
+                breakdown: global_breakdown(),
+                scoreboard: oom_score::scoreboard(&tasks, totalpages, self.page_size, victim_pid),
+                report: "snapshot",
+                ..Default::default()
+            });
+        };
+        let totalpages = (limit / self.page_size).max(1);
+        let stats = keyed(&fs::read_to_string(dir.join("memory.stat")).unwrap_or_default());
+        let tasks = snapshot_tasks(cgroup_pids(&dir).into_iter(), self.page_size);
+        self.explain(Explanation {
+            constraint: Some("memcg".into()),
+            oom_cgroup: Some(cgroup),
+            totalpages: Some(totalpages),
+            limit_kb: Some(limit / 1024),
+            usage_kb: Some(usage / 1024),
+            breakdown: oom_score::breakdown_from_memory_stat(&hierarchical(&stats)),
+            scoreboard: oom_score::scoreboard(&tasks, totalpages, self.page_size, victim_pid),
+            report: "snapshot",
+            ..Default::default()
+        })
+    }
+
+    /// Fills in the victim's points, the diagnosis, and trims the scoreboard.
+    fn explain(&self, mut e: Explanation) -> Explanation {
+        if let Some(victim) = e.scoreboard.iter().find(|c| c.victim) {
+            e.points = victim.points;
+            e.oom_score = victim
+                .points
+                .zip(e.totalpages)
+                .map(|(p, t)| oom_score::normalized(p, t));
+        }
+        let swap_available = self.swap_total_pages() > 0;
+        e.diagnosis = oom_score::diagnose(&e.breakdown, e.usage_kb.unwrap_or(0), swap_available);
+        // Keep the victim even when it ranks below the cut (it never should).
+        let mut kept = 0;
+        e.scoreboard.retain(|c| {
+            kept += 1;
+            kept <= SCOREBOARD_LEN || c.victim
+        });
+        e
+    }
+
+    pub fn explain_kill(&mut self, victim_pid: u32, victim_cgroup: Option<&str>) -> Explanation {
+        match self.kernel_report(victim_pid) {
+            Some(report) => self.from_report(&report, victim_pid),
+            None => self.from_snapshot(victim_cgroup, victim_pid),
+        }
+    }
+}
+
+/// The whole machine's memory, for global OOMs (values from /proc/meminfo, kB).
+fn global_breakdown() -> Breakdown {
+    let get = meminfo_kb;
+    Breakdown::from([
+        ("anon".into(), get("AnonPages")),
+        ("file".into(), get("Cached")),
+        ("shmem".into(), get("Shmem")),
+        ("file_mapped".into(), get("Mapped")),
+        ("file_dirty".into(), get("Dirty")),
+        ("file_writeback".into(), get("Writeback")),
+        ("active_file".into(), get("Active(file)")),
+        ("inactive_file".into(), get("Inactive(file)")),
+        (
+            "kernel".into(),
+            get("Slab") + get("KernelStack") + get("PageTables"),
+        ),
+        ("slab".into(), get("Slab")),
+        ("slab_reclaimable".into(), get("SReclaimable")),
+        (
+            "swap".into(),
+            get("SwapTotal").saturating_sub(get("SwapFree")),
+        ),
+    ])
+}
+
+fn cgroup_pids(dir: &Path) -> Vec<u32> {
+    let mut pids: Vec<u32> = fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    for child in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if child.file_type().is_ok_and(|t| t.is_dir()) {
+            pids.extend(cgroup_pids(&child.path()));
+        }
+    }
+    pids
+}
+
+/// A task-table row from /proc, as close to the kernel's as /proc allows.
+fn snapshot_tasks(pids: impl Iterator<Item = u32>, page_size: u64) -> Vec<OomTask> {
+    let page_kb = (page_size / 1024).max(1);
+    pids.filter_map(|pid| {
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let kb = |key: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+                .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0)
+        };
+        let adj = fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(0);
+        let name = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Name:"))
+            .unwrap_or("")
+            .trim()
+            .to_owned();
+        // Kernel threads have no mm and are never OOM candidates.
+        if kb("VmSize") == 0 {
+            return None;
+        }
+        Some(OomTask {
+            pid,
+            tgid: pid,
+            uid: 0,
+            total_vm_pages: kb("VmSize") / page_kb,
+            rss_pages: kb("VmRSS") / page_kb,
+            rss_anon_pages: Some(kb("RssAnon") / page_kb),
+            rss_file_pages: Some(kb("RssFile") / page_kb),
+            rss_shmem_pages: Some(kb("RssShmem") / page_kb),
+            pgtables_bytes: kb("VmPTE") * 1024,
+            swapents: kb("VmSwap") / page_kb,
+            oom_score_adj: adj,
+            name,
+        })
+    })
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v1_hierarchical_stats_win() {
+        let stats = BTreeMap::from([
+            ("rss".into(), 1),
+            ("total_rss".into(), 5),
+            ("total_cache".into(), 7),
+        ]);
+        let h = hierarchical(&stats);
+        assert_eq!((h["rss"], h["cache"]), (5, 7));
+        let v2 = BTreeMap::from([("anon".into(), 3)]);
+        assert_eq!(hierarchical(&v2), v2);
+        assert_eq!(constraint_name("CONSTRAINT_MEMCG"), "memcg");
+        assert_eq!(constraint_name("CONSTRAINT_NONE"), "global");
+    }
+
+    #[test]
+    fn snapshot_reads_this_process() {
+        let tasks = snapshot_tasks(std::iter::once(std::process::id()), 4096);
+        assert_eq!(tasks.len(), 1);
+        assert!(tasks[0].rss_pages > 0);
+        assert!(snapshot_tasks(std::iter::once(u32::MAX), 4096).is_empty());
+    }
+}
