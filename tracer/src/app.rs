@@ -2,6 +2,7 @@
 use std::{
     fmt, fs,
     io::{self, BufWriter},
+    path::PathBuf,
     process::ExitCode,
 };
 
@@ -11,9 +12,10 @@ use clap::Parser as _;
 use crate::{
     EBPF_OBJECT,
     cgroup::{CgroupFilter, CgroupResolver, MemoryHierarchy},
-    cli::Cli,
+    cli::{Cli, Command, OomArgs},
     decode::DecodeContext,
     loader::{KernelInfo, Tracer},
+    oom_view,
     postmortem::PostMortem,
     preflight,
     run::{Pipeline, run},
@@ -58,7 +60,11 @@ pub fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         .format_target(false)
         .init();
-    match trace(cli) {
+    let result = match &cli.command {
+        Some(Command::Oom(args)) => oom(args),
+        None => trace(cli),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => match err.downcast_ref::<UserError>() {
             Some(user) => {
@@ -73,9 +79,9 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn open_sinks(cli: &Cli) -> Result<Vec<Box<dyn Sink>>> {
+fn open_sinks(json: &Option<PathBuf>) -> Result<Vec<Box<dyn Sink>>> {
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
-    match &cli.json {
+    match json {
         Some(path) if path.as_os_str() == "-" => {
             sinks.push(Box::new(JsonSink::new(BufWriter::new(io::stdout()))));
         }
@@ -91,11 +97,10 @@ fn open_sinks(cli: &Cli) -> Result<Vec<Box<dyn Sink>>> {
     Ok(sinks)
 }
 
-fn trace(cli: Cli) -> Result<()> {
-    let hierarchy =
-        MemoryHierarchy::detect().map_err(|err| UserError::environment(format!("{err:#}")))?;
+/// `--cgroup` paths as a filter on hierarchy-relative paths.
+fn cgroup_filter(hierarchy: &MemoryHierarchy, paths: &[PathBuf]) -> Result<CgroupFilter> {
     let mut watched = Vec::new();
-    for path in &cli.cgroup {
+    for path in paths {
         if !path.is_absolute() {
             return Err(UserError::input(format!(
                 "--cgroup {}: give an absolute cgroupfs path, e.g. {}/app",
@@ -109,8 +114,30 @@ fn trace(cli: Cli) -> Result<()> {
             .map_err(|err| UserError::input(format!("--cgroup: {err:#}")))?;
         watched.push(relative);
     }
-    let filter = CgroupFilter::new(watched);
-    let sinks = open_sinks(&cli)?;
+    Ok(CgroupFilter::new(watched))
+}
+
+fn detect_hierarchy() -> Result<MemoryHierarchy> {
+    Ok(MemoryHierarchy::detect().map_err(|err| UserError::environment(format!("{err:#}")))?)
+}
+
+fn oom(args: &OomArgs) -> Result<()> {
+    let hierarchy = detect_hierarchy()?;
+    let filter = cgroup_filter(&hierarchy, &args.cgroup)?;
+    let mut sinks = open_sinks(&args.json)?;
+    let shown = oom_view::show(&hierarchy, &filter, args.last, &mut sinks)?;
+    if shown == 0 {
+        eprintln!(
+            "memstall: no OOM kills in the kernel log (it only holds the most recent messages)"
+        );
+    }
+    Ok(())
+}
+
+fn trace(cli: Cli) -> Result<()> {
+    let hierarchy = detect_hierarchy()?;
+    let filter = cgroup_filter(&hierarchy, &cli.cgroup)?;
+    let sinks = open_sinks(&cli.json)?;
 
     preflight::check_privileges()?;
     preflight::check_btf(&cli.btf)?;
@@ -135,7 +162,7 @@ fn trace(cli: Cli) -> Result<()> {
 
     let mut decoder = DecodeContext::new(CgroupResolver::new(&hierarchy.root), hierarchy.version);
     decoder.stack_map = Some(tracer.take_stacks()?);
-    decoder.postmortem = Some(PostMortem::new(&hierarchy));
+    decoder.postmortem = Some(PostMortem::new(&hierarchy, true));
     let pipeline = Pipeline::new(decoder, filter, sinks, threshold_ns);
     let scope = if cli.cgroup.is_empty() {
         "all memory cgroups".to_owned()

@@ -1,14 +1,17 @@
 //! Command-line interface.
 use std::{path::PathBuf, time::Duration};
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 
 use crate::kernel_layout::VMLINUX_BTF;
 
 /// Which cgroup stalled on memory, for how long, and why the OOM killer picked its victim.
 #[derive(Debug, Parser)]
-#[command(name = "memstall", version)]
+#[command(name = "memstall", version, args_conflicts_with_subcommands = true)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Write events as JSON Lines to FILE ("-" for stdout, which replaces the human lines).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -40,6 +43,28 @@ pub struct Cli {
     /// Kernel BTF to read structure layouts from.
     #[arg(long, value_name = "FILE", default_value = VMLINUX_BTF)]
     pub btf: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// OOM kills still in the kernel log, each explained (scope, scores, scoreboard, memory
+    /// breakdown): a post-mortem that works when memstall was not running.
+    Oom(OomArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct OomArgs {
+    /// Write the kills as JSON Lines (`type: "oom_kill"`) to FILE ("-" for stdout).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// Only kills whose victim or OOM domain is in this cgroup or below (absolute path).
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Vec<PathBuf>,
+
+    /// Show at most the N most recent kills.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub last: usize,
 }
 
 fn parse_secs(text: &str) -> Result<Duration, String> {
@@ -91,6 +116,16 @@ mod tests {
             Cli::try_parse_from(["memstall", "--threshold", "0.5", "--interval", "1"]).unwrap();
         assert_eq!(cli.threshold, Duration::from_micros(500));
         assert_eq!(cli.interval, Some(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn oom_subcommand() {
+        let cli = Cli::try_parse_from(["memstall", "oom", "--last", "3", "--json", "-"]).unwrap();
+        match cli.command {
+            Some(Command::Oom(args)) => assert_eq!((args.last, args.json), (3, Some("-".into()))),
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["memstall", "--duration", "1", "oom"]).is_err());
     }
 
     #[test]

@@ -29,6 +29,13 @@ impl BootClock {
         (boot_ns as i128 + self.realtime_minus_boot_ns).clamp(0, u64::MAX as i128) as u64
     }
 
+    /// Kernel log timestamps (µs of the monotonic clock) to unix ns; off by the time the
+    /// machine spent suspended since, like `dmesg -T`.
+    pub fn unix_ns_from_monotonic_us(&self, usec: u64) -> u64 {
+        let offset = now_ns(libc::CLOCK_REALTIME) - now_ns(libc::CLOCK_MONOTONIC);
+        (usec as i128 * 1000 + offset).clamp(0, u64::MAX as i128) as u64
+    }
+
     pub fn now_boot_ns() -> u64 {
         now_ns(libc::CLOCK_BOOTTIME) as u64
     }

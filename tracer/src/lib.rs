@@ -14,6 +14,7 @@ pub mod loader;
 pub mod memcg;
 pub mod oom;
 pub mod oom_score;
+pub mod oom_view;
 pub mod postmortem;
 pub mod preflight;
 pub mod reclaim;

@@ -84,6 +84,41 @@ impl OomKill {
         }
     }
 
+    /// A kill known only from the kernel log (`memstall oom`): the trigger's memcg is not in
+    /// it, the victim's is.
+    pub fn from_report(
+        report: &crate::kmsg::OomReport,
+        explanation: Explanation,
+        unix_ns: u64,
+    ) -> Option<Self> {
+        let killed = report.killed.clone().unwrap_or_default();
+        let victim_pid = report
+            .victim_pid
+            .or(report.killed.as_ref().map(|k| k.pid))?;
+        Some(Self {
+            time_ns: unix_ns,
+            cgroup: None,
+            pid: report.trigger_pid.unwrap_or(0),
+            tgid: report.trigger_pid.unwrap_or(0),
+            comm: report.trigger_comm.clone(),
+            victim_pid,
+            victim_tgid: victim_pid,
+            victim_comm: report.victim_comm.clone().unwrap_or(killed.comm),
+            victim_cgroup: report.task_memcg.clone(),
+            victim_uid: report.victim_uid.or(report.killed.as_ref().map(|k| k.uid)),
+            anon_rss_kb: killed.anon_rss_kb,
+            file_rss_kb: killed.file_rss_kb,
+            shmem_rss_kb: killed.shmem_rss_kb,
+            pgtables_kb: killed.pgtables_kb,
+            total_vm_kb: killed.total_vm_kb,
+            swap_entries: None,
+            oom_score_adj: killed.oom_score_adj,
+            source: "kernel_log",
+            explanation,
+            reclaim_before: None,
+        })
+    }
+
     pub fn cgroups(&self) -> impl Iterator<Item = &str> {
         [self.victim_cgroup.as_deref(), self.cgroup.as_deref()]
             .into_iter()

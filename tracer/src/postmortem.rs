@@ -97,12 +97,18 @@ fn hierarchical(stats: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
 }
 
 impl PostMortem {
-    pub fn new(hierarchy: &MemoryHierarchy) -> Self {
-        let kmsg = KmsgCursor::at_end()
-            .inspect_err(|err| {
-                log::warn!("reading /dev/kmsg: {err}; OOM scores will come from snapshots")
-            })
-            .ok();
+    /// `follow`: read new kernel log records as kills happen (tracing); off when reading the
+    /// log after the fact.
+    pub fn new(hierarchy: &MemoryHierarchy, follow: bool) -> Self {
+        let kmsg = if follow {
+            KmsgCursor::at_end()
+                .inspect_err(|err| {
+                    log::warn!("reading /dev/kmsg: {err}; OOM scores will come from snapshots")
+                })
+                .ok()
+        } else {
+            None
+        };
         // SAFETY: sysconf has no memory-safety preconditions.
         let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
         Self {
@@ -151,7 +157,8 @@ impl PostMortem {
         meminfo_kb("SwapTotal") * 1024 / self.page_size
     }
 
-    fn from_report(&self, report: &OomReport, victim_pid: u32) -> Explanation {
+    /// The explanation of a report read from the kernel log, e.g. after the fact.
+    pub fn from_report(&self, report: &OomReport, victim_pid: u32) -> Explanation {
         let memcg = report.constraint.as_deref() == Some("CONSTRAINT_MEMCG");
         let kb_to_pages = |kb: u64| kb * 1024 / self.page_size;
         let totalpages = match (memcg, report.memory_limit_kb) {

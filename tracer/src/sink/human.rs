@@ -134,12 +134,15 @@ impl<W: Write> Sink for HumanSink<W> {
     }
 
     fn finish(&mut self, run: &RunSummary) -> Result<()> {
-        writeln!(
-            self.out,
-            "ring buffer: {} event(s) dropped by the kernel",
-            run.dropped
-        )
-        .context("writing to stdout")?;
+        // Only a tracing run has a ring buffer (and hooks).
+        if !run.hooks.is_empty() {
+            writeln!(
+                self.out,
+                "ring buffer: {} event(s) dropped by the kernel",
+                run.dropped
+            )
+            .context("writing to stdout")?;
+        }
         self.out.flush().context("writing to stdout")
     }
 }
