@@ -1,0 +1,196 @@
+//! OOM post-mortems: who was next and why the victim won, and why reclaim could not help.
+use std::{
+    io::{BufRead as _, BufReader},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use memstall_tests::{
+    MIB, MemCgroup, Memstall, kernel_log, memhog, memstall_bin, read_json_lines, wait_until,
+};
+use serde_json::Value;
+
+/// Starts memhog and waits until it has touched all its memory.
+fn hog_holding(args: &[&str]) -> Child {
+    let mut child = memhog().args(args).stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(
+        line.trim(),
+        "memhog: done",
+        "memhog {args:?} did not finish allocating"
+    );
+    child
+}
+
+fn run_to_kill(args: &[&str]) -> u32 {
+    let mut hog = memhog().args(args).stdout(Stdio::null()).spawn().unwrap();
+    let pid = hog.id();
+    let status = hog.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL),
+        "{args:?}: {status}"
+    );
+    pid
+}
+
+fn the_kill(events: &[Value], victim: u32) -> &Value {
+    events
+        .iter()
+        .find(|e| e["type"] == "oom_kill" && e["victim_pid"] == victim)
+        .unwrap_or_else(|| panic!("no oom_kill for {victim}: {events:#?}"))
+}
+
+/// The kernel's task-table row for `pid` in its OOM report: (rss, pgtables_bytes, swapents, adj).
+fn kernel_task_row(pid: u32) -> (u64, u64, u64, i64) {
+    let log = kernel_log().unwrap();
+    let at = log
+        .iter()
+        .rposition(|l| l.trim_start().starts_with(&format!("[{pid:>7}]")))
+        .unwrap_or_else(|| panic!("no task table row for {pid}"));
+    let header = log[..at]
+        .iter()
+        .rposition(|l| l.contains("[  pid  ]"))
+        .expect("task table header");
+    let columns: Vec<&str> = log[header].split_whitespace().skip(3).collect();
+    let row = &log[at];
+    let values: Vec<&str> = row.split(']').nth(1).unwrap().split_whitespace().collect();
+    let col = |name: &str| -> i64 {
+        let i = columns.iter().position(|c| *c == name).unwrap();
+        values[i].parse().unwrap()
+    };
+    (
+        col("rss") as u64,
+        col("pgtables_bytes") as u64,
+        col("swapents") as u64,
+        col("oom_score_adj"),
+    )
+}
+
+/// Two tasks in one cgroup: the larger at oom_score_adj 0, the smaller at +500. The kernel
+/// kills the smaller; memstall must say so and show why.
+#[test]
+fn scoreboard_explains_why_the_smaller_task_died() {
+    let cgroup = MemCgroup::create("scoreboard", 64 * MIB).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("events.jsonl");
+    let cg = cgroup.path.to_str().unwrap();
+    let memstall = Memstall::start(&["--json", json.to_str().unwrap(), "--cgroup", cg]).unwrap();
+
+    let mut big = hog_holding(&["--cgroup", cg, "--anon-mib", "36", "--hold-secs", "60"]);
+    let small = run_to_kill(&["--cgroup", cg, "--anon-mib", "60", "--oom-score-adj", "500"]);
+    assert!(wait_until(Duration::from_secs(5), || cgroup
+        .oom_kills()
+        .unwrap()
+        >= 1));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        big.try_wait().unwrap().is_none(),
+        "the larger task must survive"
+    );
+    let (status, stderr) = memstall.stop(libc::SIGINT).unwrap();
+    assert!(status.success(), "{stderr:?}");
+    let _ = big.kill();
+    let _ = big.wait();
+
+    let events = read_json_lines(&json).unwrap();
+    let kill = the_kill(&events, small);
+    assert_eq!(kill["constraint"], "memcg");
+    assert_eq!(kill["oom_cgroup"], cgroup.relative.as_str());
+    assert_eq!(kill["limit_kb"], 64 * 1024);
+    assert_eq!(kill["totalpages"], 64 * MIB / 4096);
+    assert_eq!(kill["report"], "kernel_log");
+    let board = kill["scoreboard"].as_array().unwrap();
+    let points = |c: &Value| c["points"].as_i64().unwrap();
+    let victim = board
+        .iter()
+        .find(|c| c["pid"] == small)
+        .expect("victim on the scoreboard");
+    let larger = board
+        .iter()
+        .find(|c| c["pid"] == big.id())
+        .expect("larger task on the scoreboard");
+    assert_eq!(kill["points"].as_i64(), Some(points(victim)));
+    assert_eq!(
+        points(victim),
+        board.iter().map(points).max().unwrap(),
+        "victim has the most points"
+    );
+    assert!(points(larger) < points(victim));
+    assert!(
+        larger["rss_kb"].as_u64() > victim["rss_kb"].as_u64(),
+        "larger by RSS, lower by points"
+    );
+    assert_eq!(victim["oom_score_adj"], 500);
+
+    // The kernel's own figures for the same kill give the same points.
+    let (rss, pgtables, swap, adj) = kernel_task_row(small);
+    let totalpages = 64 * MIB / 4096;
+    let expected = (rss + swap + pgtables / 4096) as i64 + adj * (totalpages / 1000) as i64;
+    assert_eq!(
+        points(victim),
+        expected,
+        "points from the kernel's task table"
+    );
+
+    // After the fact, `memstall oom` tells the same story from the kernel log alone.
+    let out = Command::new(memstall_bin())
+        .args(["oom", "--json", "-", "--cgroup", cg])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let again = the_kill(&listed, small);
+    assert_eq!(again["points"], kill["points"]);
+    assert_eq!(again["oom_cgroup"], kill["oom_cgroup"]);
+    assert_eq!(again["anon_rss_kb"], kill["anon_rss_kb"]);
+}
+
+/// A cgroup filled with SysV shared memory, then an anonymous allocation: the OOM report must
+/// say the shmem is the unreclaimable bulk.
+#[test]
+fn shmem_oom_names_shmem_as_the_culprit() {
+    let cgroup = MemCgroup::create("shmem", 64 * MIB).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("events.jsonl");
+    let cg = cgroup.path.to_str().unwrap();
+    let memstall = Memstall::start(&["--json", json.to_str().unwrap(), "--cgroup", cg]).unwrap();
+    let victim = run_to_kill(&["--cgroup", cg, "--shm-mib", "48", "--anon-mib", "64"]);
+    assert!(wait_until(Duration::from_secs(5), || cgroup
+        .oom_kills()
+        .unwrap()
+        >= 1));
+    std::thread::sleep(Duration::from_millis(500));
+    let (status, stderr) = memstall.stop(libc::SIGINT).unwrap();
+    assert!(status.success(), "{stderr:?}");
+
+    let events = read_json_lines(&json).unwrap();
+    let kill = the_kill(&events, victim);
+    let shmem_kb = kill["breakdown"]["shmem"].as_u64().unwrap();
+    assert!(
+        shmem_kb >= 40 * 1024,
+        "shmem in the breakdown: {}",
+        kill["breakdown"]
+    );
+    assert!(
+        kill["unreclaimable_kb"].as_u64().unwrap() >= shmem_kb,
+        "{kill}"
+    );
+    let culprit = kill["culprit"].as_str().unwrap();
+    assert!(culprit.contains("shmem"), "culprit: {culprit}");
+    assert!(
+        kill["shmem_rss_kb"].as_u64().unwrap() >= 40 * 1024,
+        "victim's shmem RSS: {kill}"
+    );
+}
