@@ -38,14 +38,34 @@ fn bad_cgroup_paths_are_bad_input() {
     let missing = root.join("memstall-no-such-cgroup");
     let file = root.join("cgroup.procs");
     for (path, needle) in [
-        (missing.to_str().unwrap(), "does not exist"),
-        ("relative/path", "absolute cgroupfs path"),
+        (missing.to_str().unwrap(), "no such cgroup"),
+        ("relative/path", "no such cgroup"),
+        ("no-such.service", "is it running?"),
+        ("../../etc", "'..' is not allowed"),
         (file.to_str().unwrap(), "not a cgroup directory"),
-        ("/tmp", "not in the memory cgroup hierarchy"),
+        ("/tmp", "not a cgroup (not under a cgroup filesystem)"),
     ] {
         let out = memstall(&["--cgroup", path, "--duration", "1"]);
         assert_one_line_error(&out, 2, needle);
     }
+}
+
+/// On a hybrid host a cgroup of another controller's hierarchy has no memory controller.
+#[test]
+fn cgroup_without_memory_controller_is_bad_input() {
+    let Some(cpu) = ["/sys/fs/cgroup/cpu", "/sys/fs/cgroup/pids"]
+        .iter()
+        .map(std::path::Path::new)
+        .find(|p| p.is_dir())
+    else {
+        eprintln!("skipped: no v1 cpu/pids hierarchy on this host");
+        return;
+    };
+    let dir = cpu.join(format!("memstall-test-cpuonly-{}", std::process::id()));
+    std::fs::create_dir(&dir).unwrap();
+    let out = memstall(&["--cgroup", dir.to_str().unwrap(), "--duration", "1"]);
+    std::fs::remove_dir(&dir).unwrap();
+    assert_one_line_error(&out, 2, "has no memory controller");
 }
 
 #[test]

@@ -206,7 +206,23 @@ pub struct KernelLayout {
     pub page_kb_shift: u32,
     /// Offset of `mem_cgroup.css` (a memcg's cgroup_subsys_state).
     pub memcg_css: u32,
+    /// Offset of `cgroup_subsys_state.parent`.
+    pub css_parent: u32,
+    pub _reserved: u32,
 }
+
+/// The in-kernel cgroup filter (`--cgroup`): off, or the WATCHED memcg ids, optionally with
+/// their descendants (found by walking up css->parent, so cgroups created later count too).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct FilterConfig {
+    pub enabled: u32,
+    pub descendants: u32,
+}
+
+/// How many ancestors the filter walks; deeper cgroups only match their nearer ancestors.
+pub const FILTER_MAX_DEPTH: usize = 16;
 
 /// Which memcg event items (`enum vm_event_item`, numbered per kernel) the memcg hook counts,
 /// in [`MemcgSlot`] order; u32::MAX where the kernel lacks the item.
@@ -298,6 +314,7 @@ mod user {
     unsafe impl aya::Pod for KernelLayout {}
     unsafe impl aya::Pod for MarkVictimFormat {}
     unsafe impl aya::Pod for MemcgItems {}
+    unsafe impl aya::Pod for FilterConfig {}
     unsafe impl aya::Pod for MemcgCounterKey {}
 
     /// Why a ring-buffer record could not be decoded.

@@ -3,6 +3,7 @@
 #![no_main]
 
 mod events;
+mod filter;
 mod memcg;
 mod oom;
 mod reclaim;

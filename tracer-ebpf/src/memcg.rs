@@ -9,7 +9,10 @@ use aya_ebpf::{
 };
 use tracer_common::{MEMCG_SLOTS, MemcgCounterKey, MemcgItems};
 
-use crate::task::{layout, read};
+use crate::{
+    filter::css_watched,
+    task::{css_id, layout},
+};
 
 #[unsafe(no_mangle)]
 static MEMCG_ITEMS: Global<MemcgItems> = Global::new(MemcgItems {
@@ -33,9 +36,11 @@ fn count(memcg: u64, item: u32, val: u64) {
         return;
     }
     let layout = layout();
-    let cgroup: u64 = read(memcg, layout.memcg_css + layout.css_cgroup).unwrap_or(0);
-    let kn: u64 = read(cgroup, layout.cgroup_kn).unwrap_or(0);
-    let memcg_id: u64 = read(kn, layout.kernfs_node_id).unwrap_or(0);
+    let css = memcg + layout.memcg_css as u64;
+    if !css_watched(&layout, css) {
+        return;
+    }
+    let memcg_id = css_id(&layout, css);
     let key = MemcgCounterKey {
         memcg_id,
         slot: slot as u32,

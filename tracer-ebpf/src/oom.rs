@@ -11,6 +11,7 @@ use tracer_common::{
 
 use crate::{
     events::{EVENTS, count_drop, header},
+    filter::{current_watched, task_watched},
     task::{current_info, layout, read, task_info},
 };
 
@@ -44,6 +45,9 @@ fn pages_to_kb(layout: &KernelLayout, pages: i64) -> u64 {
 pub fn oom_mark_victim_btf(ctx: BtfTracePointContext) -> i32 {
     let layout = layout();
     let victim: u64 = ctx.arg(0);
+    if !task_watched(&layout, victim) && !current_watched(&layout) {
+        return 0;
+    }
     let mm: u64 = read(victim, layout.task_mm).unwrap_or(0);
     let signal: u64 = read(victim, layout.task_signal).unwrap_or(0);
     let cred: u64 = read(victim, layout.task_real_cred).unwrap_or(0);

@@ -15,6 +15,7 @@ use tracer_common::{EventKind, StallEvent, StallKind, TaskInfo};
 
 use crate::{
     events::{EVENTS, count_drop, header},
+    filter::current_watched,
     task::{current_info, layout},
 };
 
@@ -76,6 +77,9 @@ fn key(kind: StallKind) -> u64 {
 }
 
 fn begin(kind: StallKind, order: i32, gfp_flags: u64, nid: i32) {
+    if !current_watched(&layout()) {
+        return;
+    }
     let entry = InFlight {
         start_ns: now(),
         gfp_flags,
@@ -229,6 +233,9 @@ fn node_end<C: Args>(ctx: &C) {
 
 /// kswapd_wake(nid, zid, order), in kswapd's own context.
 fn kswapd_wake<C: Args>(ctx: &C) {
+    if !current_watched(&layout()) {
+        return;
+    }
     let nid = ctx.u64_arg(0) as u32;
     let run = InFlight {
         start_ns: now(),
@@ -265,6 +272,9 @@ fn kswapd_sleep<C: Args>(ctx: &C) {
 
 /// wakeup_kswapd(nid, zid, order, gfp): an allocation found its zone under the low watermark.
 fn wakeup_kswapd<C: Args>(_ctx: &C) {
+    if !current_watched(&layout()) {
+        return;
+    }
     let memcg = current_info(&layout()).memcg_id;
     match KSWAPD_WAKEUPS.get_ptr_mut(memcg) {
         // SAFETY: per-CPU value, only this CPU writes it.
@@ -277,6 +287,9 @@ fn wakeup_kswapd<C: Args>(_ctx: &C) {
 
 /// throttled(nid, usec_timeout, usec_delayed, reason): fires after the sleep, in the sleeper.
 fn throttled<C: Args>(ctx: &C) {
+    if !current_watched(&layout()) {
+        return;
+    }
     let delayed_us = ctx.u64_arg(2) as u32 as u64;
     let run = InFlight {
         start_ns: 0,

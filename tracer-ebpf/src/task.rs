@@ -20,14 +20,25 @@ pub fn read<T>(base: u64, offset: u32) -> Option<T> {
     unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T).ok() }
 }
 
-/// The id of the task's memory cgroup: task->cgroups->subsys[memory]->cgroup->kn->id.
+/// The task's memory cgroup state: task->cgroups->subsys[memory].
 #[inline(always)]
-pub fn memcg_id(layout: &KernelLayout, task: u64) -> u64 {
+pub fn memcg_css(layout: &KernelLayout, task: u64) -> u64 {
     let css_set: u64 = read(task, layout.task_cgroups).unwrap_or(0);
-    let css: u64 = read(css_set, layout.css_set_memory_subsys).unwrap_or(0);
+    read(css_set, layout.css_set_memory_subsys).unwrap_or(0)
+}
+
+/// The id of a cgroup subsystem state's cgroup: css->cgroup->kn->id (the directory's inode).
+#[inline(always)]
+pub fn css_id(layout: &KernelLayout, css: u64) -> u64 {
     let cgroup: u64 = read(css, layout.css_cgroup).unwrap_or(0);
     let kn: u64 = read(cgroup, layout.cgroup_kn).unwrap_or(0);
     read(kn, layout.kernfs_node_id).unwrap_or(0)
+}
+
+/// The id of the task's memory cgroup: task->cgroups->subsys[memory]->cgroup->kn->id.
+#[inline(always)]
+pub fn memcg_id(layout: &KernelLayout, task: u64) -> u64 {
+    css_id(layout, memcg_css(layout, task))
 }
 
 /// Identity of `task` read from its task_struct (pid, tgid, comm, memcg).

@@ -20,6 +20,7 @@ use crate::{
     preflight,
     run::{Pipeline, run},
     sink::{HumanSink, JsonSink, Sink},
+    target::{self, Resolver, Target},
 };
 
 /// A failure the user can fix, printed as one line with no error chain.
@@ -97,24 +98,33 @@ fn open_sinks(json: &Option<PathBuf>) -> Result<Vec<Box<dyn Sink>>> {
     Ok(sinks)
 }
 
-/// `--cgroup` paths as a filter on hierarchy-relative paths.
-fn cgroup_filter(hierarchy: &MemoryHierarchy, paths: &[PathBuf]) -> Result<CgroupFilter> {
-    let mut watched = Vec::new();
-    for path in paths {
-        if !path.is_absolute() {
-            return Err(UserError::input(format!(
-                "--cgroup {}: give an absolute cgroupfs path, e.g. {}/app",
-                path.display(),
-                hierarchy.root.display()
-            ))
-            .into());
-        }
-        let relative = hierarchy
-            .relative(path)
-            .map_err(|err| UserError::input(format!("--cgroup: {err:#}")))?;
-        watched.push(relative);
+/// `--cgroup` specs resolved to memory cgroups.
+fn resolve_targets(hierarchy: &MemoryHierarchy, specs: &[String]) -> Result<Vec<Target>> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let resolver = Resolver {
+        hierarchy,
+        other_mounts: target::cgroup_mounts(&mountinfo)
+            .into_iter()
+            .filter(|m| *m != hierarchy.root)
+            .collect(),
+    };
+    specs
+        .iter()
+        .map(|spec| {
+            resolver
+                .resolve(spec)
+                .map_err(|why| UserError::input(format!("--cgroup {why}")).into())
+        })
+        .collect()
+}
+
+fn filter_for(targets: &[Target], descendants: bool) -> CgroupFilter {
+    let paths = targets.iter().map(|t| t.relative.clone()).collect();
+    if descendants {
+        CgroupFilter::new(paths)
+    } else {
+        CgroupFilter::exact(paths)
     }
-    Ok(CgroupFilter::new(watched))
 }
 
 fn detect_hierarchy() -> Result<MemoryHierarchy> {
@@ -123,7 +133,7 @@ fn detect_hierarchy() -> Result<MemoryHierarchy> {
 
 fn oom(args: &OomArgs) -> Result<()> {
     let hierarchy = detect_hierarchy()?;
-    let filter = cgroup_filter(&hierarchy, &args.cgroup)?;
+    let filter = filter_for(&resolve_targets(&hierarchy, &args.cgroup)?, true);
     let mut sinks = open_sinks(&args.json)?;
     let shown = oom_view::show(&hierarchy, &filter, args.last, &mut sinks)?;
     if shown == 0 {
@@ -136,14 +146,22 @@ fn oom(args: &OomArgs) -> Result<()> {
 
 fn trace(cli: Cli) -> Result<()> {
     let hierarchy = detect_hierarchy()?;
-    let filter = cgroup_filter(&hierarchy, &cli.cgroup)?;
+    let targets = resolve_targets(&hierarchy, &cli.cgroup)?;
+    let filter = filter_for(&targets, !cli.no_descendants);
     let sinks = open_sinks(&cli.json)?;
 
     preflight::check_privileges()?;
     preflight::check_btf(&cli.btf)?;
     let kernel = KernelInfo::read(&cli.btf, cli.force_tracepoints)?;
     let threshold_ns = cli.threshold.as_nanos() as u64;
-    let mut tracer = Tracer::load(EBPF_OBJECT, &kernel, threshold_ns)?;
+    let watched: Vec<u64> = targets.iter().map(|t| t.id).collect();
+    let mut tracer = Tracer::load(
+        EBPF_OBJECT,
+        &kernel,
+        threshold_ns,
+        &watched,
+        !cli.no_descendants,
+    )?;
     if tracer.attached().next().is_none() {
         let hooks: Vec<String> = tracer.hooks.iter().map(ToString::to_string).collect();
         return Err(UserError::environment(format!(
@@ -167,8 +185,13 @@ fn trace(cli: Cli) -> Result<()> {
     let scope = if cli.cgroup.is_empty() {
         "all memory cgroups".to_owned()
     } else {
-        let paths: Vec<String> = cli.cgroup.iter().map(|p| p.display().to_string()).collect();
-        format!("{} and descendants", paths.join(", "))
+        let paths: Vec<&str> = targets.iter().map(|t| t.relative.as_str()).collect();
+        let which = if cli.no_descendants {
+            "only"
+        } else {
+            "and descendants"
+        };
+        format!("{} {which} (filtered in the kernel)", paths.join(", "))
     };
     let hooks: Vec<String> = tracer.attached().map(ToString::to_string).collect();
     let ready = format!(
@@ -182,9 +205,14 @@ fn trace(cli: Cli) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let summary = runtime.block_on(run(tracer, pipeline, cli.duration, cli.interval, || {
-        eprintln!("{ready}")
-    }))?;
+    let summary = runtime.block_on(run(
+        tracer,
+        pipeline,
+        targets,
+        cli.duration,
+        cli.interval,
+        || eprintln!("{ready}"),
+    ))?;
     eprintln!(
         "memstall: {} stall(s), {} event(s) reported in {:.1} s; {} dropped by the kernel (ring buffer full){}",
         summary.stalls,

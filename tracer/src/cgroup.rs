@@ -96,7 +96,7 @@ impl MemoryHierarchy {
 }
 
 /// mountinfo escapes space, tab, newline and backslash as octal.
-fn unescape_mountinfo(field: &str) -> PathBuf {
+pub(crate) fn unescape_mountinfo(field: &str) -> PathBuf {
     let bytes = field.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -218,11 +218,29 @@ pub fn memcg_from_proc_cgroup(text: &str, version: CgroupVersion) -> Option<Stri
 #[derive(Clone, Debug, Default)]
 pub struct CgroupFilter {
     prefixes: Vec<String>,
+    /// Only the cgroups themselves (`--no-descendants`).
+    exact: bool,
 }
 
 impl CgroupFilter {
     pub fn new(prefixes: Vec<String>) -> Self {
-        Self { prefixes }
+        Self {
+            prefixes,
+            exact: false,
+        }
+    }
+
+    pub fn exact(prefixes: Vec<String>) -> Self {
+        Self {
+            prefixes,
+            exact: true,
+        }
+    }
+
+    /// Stops watching `path` (a removed cgroup); false when nothing is left to watch.
+    pub fn forget(&mut self, path: &str) -> bool {
+        self.prefixes.retain(|p| p != path);
+        !self.prefixes.is_empty()
     }
 
     pub fn is_everything(&self) -> bool {
@@ -232,11 +250,11 @@ impl CgroupFilter {
     pub fn matches(&self, path: &str) -> bool {
         self.is_everything()
             || self.prefixes.iter().any(|prefix| {
-                prefix == "/"
-                    || path == prefix
+                let descendant = prefix == "/"
                     || path
                         .strip_prefix(prefix.as_str())
-                        .is_some_and(|rest| rest.starts_with('/'))
+                        .is_some_and(|rest| rest.starts_with('/'));
+                path == prefix || (!self.exact && descendant)
             })
     }
 }
@@ -323,6 +341,12 @@ mod tests {
         assert!(!filter.matches("/a"));
         assert!(CgroupFilter::default().matches("/anything"));
         assert!(CgroupFilter::new(vec!["/".into()]).matches("/x"));
+        let exact = CgroupFilter::exact(vec!["/a/b".into()]);
+        assert!(exact.matches("/a/b") && !exact.matches("/a/b/c"));
+        let mut two = CgroupFilter::new(vec!["/a".into(), "/b".into()]);
+        assert!(two.forget("/a"));
+        assert!(!two.matches("/a/x") && two.matches("/b/x"));
+        assert!(!two.forget("/b"));
     }
 
     /// A synthetic v2-style tree: ids are inode numbers, new directories are found on a miss,

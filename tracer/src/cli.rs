@@ -30,10 +30,16 @@ pub struct Cli {
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub interval: Option<Duration>,
 
-    /// Only report events of this memory cgroup and its descendants: an absolute cgroupfs path
-    /// such as /sys/fs/cgroup/memory/app. Repeatable.
+    /// Only report events of this memory cgroup and its descendants, filtered in the kernel.
+    /// An absolute cgroupfs path (/sys/fs/cgroup/memory/app), a path relative to the memory
+    /// hierarchy root (/kubepods/burstable/pod…), or a systemd unit or slice name
+    /// (nginx.service). Repeatable.
     #[arg(long, value_name = "PATH")]
-    pub cgroup: Vec<PathBuf>,
+    pub cgroup: Vec<String>,
+
+    /// With --cgroup: only the named cgroups themselves, not their descendants.
+    #[arg(long, requires = "cgroup")]
+    pub no_descendants: bool,
 
     /// Use classic tracepoints even where tp_btf programs would attach (a diagnostic for
     /// unusual kernels; classic records carry fewer fields, e.g. no victim memcg id).
@@ -58,9 +64,9 @@ pub struct OomArgs {
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
 
-    /// Only kills whose victim or OOM domain is in this cgroup or below (absolute path).
+    /// Only kills whose victim or OOM domain is in this cgroup or below (any --cgroup form).
     #[arg(long, value_name = "PATH")]
-    pub cgroup: Vec<PathBuf>,
+    pub cgroup: Vec<String>,
 
     /// Show at most the N most recent kills.
     #[arg(long, value_name = "N", default_value_t = 20)]

@@ -184,6 +184,8 @@ impl KernelBtf {
             mm_shmem_pages,
             page_kb_shift,
             memcg_css: self.offset_of("mem_cgroup", "css")?,
+            css_parent: self.offset_of("cgroup_subsys_state", "parent")?,
+            _reserved: 0,
         })
     }
 

@@ -22,6 +22,7 @@ pub mod run;
 pub mod sink;
 pub mod stacks;
 pub mod stats;
+pub mod target;
 pub mod tracefs;
 
 /// The eBPF object built by build.rs (aya-build, pinned nightly, bpf-linker).

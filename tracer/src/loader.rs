@@ -4,10 +4,10 @@ use std::{fmt, path::Path};
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Btf, Ebpf, EbpfLoader, Endianness,
-    maps::{MapData, PerCpuArray, PerCpuHashMap, StackTraceMap},
+    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, StackTraceMap},
     programs::{BtfTracePoint, RawTracePoint, TracePoint},
 };
-use tracer_common::KernelLayout;
+use tracer_common::{FilterConfig, KernelLayout};
 
 use crate::{kernel_layout::KernelBtf, memcg, oom, reclaim};
 
@@ -74,16 +74,38 @@ pub struct Tracer {
 }
 
 impl Tracer {
-    /// `stack_threshold_ns`: stalls at least this long carry stacks.
-    pub fn load(object: &[u8], kernel: &KernelInfo, stack_threshold_ns: u64) -> Result<Self> {
+    /// `stack_threshold_ns`: stalls at least this long carry stacks. `watched`: memcg ids of
+    /// the in-kernel filter (empty: everything), with or without their descendants.
+    pub fn load(
+        object: &[u8],
+        kernel: &KernelInfo,
+        stack_threshold_ns: u64,
+        watched: &[u64],
+        descendants: bool,
+    ) -> Result<Self> {
+        let filter = FilterConfig {
+            enabled: !watched.is_empty() as u32,
+            descendants: descendants as u32,
+        };
         let layout = kernel.layout.clone().unwrap_or_default();
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&kernel.aya_btf))
             .override_global("KERNEL_LAYOUT", &layout, true)
             .override_global("STACK_THRESHOLD_NS", &stack_threshold_ns, true)
             .override_global("MEMCG_ITEMS", &kernel.btf.memcg_items(), true)
+            .override_global("FILTER", &filter, true)
             .load(object)
             .context("loading the eBPF object")?;
+        // Before any program attaches, so no event of an unwatched cgroup slips through.
+        let map = ebpf
+            .map_mut("WATCHED")
+            .ok_or_else(|| anyhow!("map WATCHED missing"))?;
+        let mut watched_map = HashMap::<_, u64, u8>::try_from(map)?;
+        for id in watched {
+            watched_map
+                .insert(id, 1, 0)
+                .context("filling the cgroup filter")?;
+        }
         let mut hooks = vec![oom::attach(&mut ebpf, kernel)];
         hooks.extend(reclaim::attach(&mut ebpf, kernel));
         hooks.push(memcg::attach(&mut ebpf, kernel));

@@ -23,6 +23,7 @@ use crate::{
     reclaim::Stall,
     sink::{RunSummary, Sink, Summary},
     stats::StallAggregator,
+    target::Target,
 };
 
 /// Everything between the ring buffer and the sinks, kept apart from I/O so it can be driven
@@ -93,6 +94,7 @@ impl Pipeline {
     }
 
     pub fn record(&mut self, bytes: &[u8]) -> Result<()> {
+        self.run.records += 1;
         let event = match self.decoder.decode(bytes) {
             Ok(Some(event)) => event,
             Ok(None) => return Ok(()),
@@ -228,6 +230,21 @@ impl Pipeline {
         rows
     }
 
+    /// A watched cgroup was removed: its final summary, then stop watching it. Returns
+    /// whether any watched cgroup is left.
+    pub fn cgroup_removed(&mut self, relative: &str) -> Result<bool> {
+        let within = |c: &str| within(c, Some(relative));
+        let summary = Summary {
+            scope: "removed",
+            time_ns: now_unix_ns(),
+            period_ns: self.started.elapsed().as_nanos() as u64,
+            rows: self.stalls.totals_where(within),
+            ..Default::default()
+        };
+        self.emit_summary(summary)?;
+        Ok(self.filter.forget(relative))
+    }
+
     /// Ends an `--interval` period: its rows go to the sinks, then fold into the totals.
     pub fn interval(&mut self, counters: KernelCounters) -> Result<()> {
         let seen = std::mem::replace(&mut self.counters_seen, counters.clone());
@@ -287,6 +304,7 @@ fn drain(ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline) -> Result<()> {
 pub async fn run(
     mut tracer: Tracer,
     mut pipeline: Pipeline,
+    mut targets: Vec<Target>,
     duration: Option<Duration>,
     interval: Option<Duration>,
     on_ready: impl FnOnce(),
@@ -305,6 +323,7 @@ pub async fn run(
     tokio::pin!(deadline);
     let period = interval.unwrap_or(Duration::MAX / 4);
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let mut presence = tokio::time::interval(Duration::from_secs(1));
     on_ready();
 
     loop {
@@ -317,6 +336,20 @@ pub async fn run(
             _ = ticks.tick(), if interval.is_some() => {
                 drain(ring.get_mut(), &mut pipeline)?;
                 pipeline.interval(tracer.counters())?;
+            }
+            _ = presence.tick(), if !targets.is_empty() => {
+                let (gone, present): (Vec<Target>, Vec<Target>) = targets.into_iter().partition(|t| !t.dir.exists());
+                targets = present;
+                let mut any_left = true;
+                for target in gone {
+                    eprintln!("memstall: cgroup {} was removed; its final summary follows", target.relative);
+                    drain(ring.get_mut(), &mut pipeline)?;
+                    any_left = pipeline.cgroup_removed(&target.relative)?;
+                }
+                if !any_left {
+                    eprintln!("memstall: no watched cgroup is left; stopping");
+                    break;
+                }
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,

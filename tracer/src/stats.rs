@@ -155,6 +155,18 @@ impl StallAggregator {
         rows(&interval)
     }
 
+    /// Rows for the whole run so far of the cgroups `keep` accepts, without closing the
+    /// interval (for a watched cgroup that disappeared).
+    pub fn totals_where(&self, keep: impl Fn(&str) -> bool) -> Vec<SummaryRow> {
+        let mut merged: BTreeMap<(String, StallKind), StallStats> = BTreeMap::new();
+        for map in [&self.total, &self.interval] {
+            for (key, stats) in map.iter().filter(|((cgroup, _), _)| keep(cgroup)) {
+                merged.entry(key.clone()).or_default().merge(stats);
+            }
+        }
+        rows(&merged)
+    }
+
     /// Rows for the whole run so far, most total stall time first.
     pub fn totals(&mut self) -> Vec<SummaryRow> {
         self.end_interval();
@@ -257,8 +269,11 @@ mod tests {
         );
         agg.record("/a", StallKind::MemcgReclaim, 1_000_000, 10, 20);
         assert_eq!(agg.end_interval().len(), 1);
+        agg.record("/a", StallKind::MemcgReclaim, 1_000_000, 10, 20);
+        let only_a = agg.totals_where(|c| c == "/a");
+        assert_eq!((only_a.len(), only_a[0].count), (1, 3));
         let totals = agg.totals();
         let a = totals.iter().find(|r| r.cgroup == "/a").unwrap();
-        assert_eq!((a.count, a.pages_reclaimed), (2, 20));
+        assert_eq!((a.count, a.pages_reclaimed), (3, 30));
     }
 }

@@ -15,6 +15,8 @@ use crate::{decode::Event, memcg::MemcgPages, stats::SummaryRow};
 pub struct RunSummary {
     pub time_ns: u64,
     pub duration_ns: u64,
+    /// Records read from the kernel's ring buffer, before any userspace filtering.
+    pub records: u64,
     /// Events reported (after `--cgroup` filtering and the outlier threshold).
     pub events: u64,
     /// Stalls recorded into histograms (after `--cgroup` filtering).

@@ -1,0 +1,109 @@
+//! Attaching to one cgroup: the kernel filters, descendants created later count, a removed
+//! cgroup gets its final summary.
+use std::{fs, process::Stdio, time::Duration};
+
+use memstall_tests::{MIB, MemCgroup, Memstall, memhog, read_json_lines, wait_until};
+
+/// Page cache, then anonymous memory past the limit: charge-path reclaim in `cgroup`.
+fn pressure(cgroup: &MemCgroup, cache_file: &std::path::Path) {
+    let cg = cgroup.path.to_str().unwrap();
+    let spec = format!("{}:40", cache_file.display());
+    for args in [
+        vec!["--cgroup", cg, "--page-cache", &spec],
+        vec!["--cgroup", cg, "--anon-mib", "80"],
+    ] {
+        let status = memhog().args(&args).stdout(Stdio::null()).status().unwrap();
+        assert!(status.success(), "{args:?}: {status}");
+    }
+}
+
+#[test]
+fn only_the_watched_cgroup_and_its_new_children_are_reported() {
+    let watched = MemCgroup::create("watched", 96 * MIB).unwrap();
+    let busy = MemCgroup::create("busy", 96 * MIB).unwrap();
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let json = dir.path().join("events.jsonl");
+    // The relative form of the path, as a user would copy it from an event.
+    let memstall = Memstall::start(&[
+        "--json",
+        json.to_str().unwrap(),
+        "--threshold",
+        "0",
+        "--cgroup",
+        &watched.relative,
+    ])
+    .unwrap();
+
+    pressure(&busy, &dir.path().join("busy.img"));
+    let child = watched.child("late-child", 96 * MIB).unwrap();
+    pressure(&child, &dir.path().join("child.img"));
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, stderr) = memstall.stop(libc::SIGINT).unwrap();
+    assert!(status.success(), "{stderr:?}");
+
+    let events = read_json_lines(&json).unwrap();
+    let stalls: Vec<_> = events
+        .iter()
+        .filter(|e| e["type"] == "memcg_reclaim")
+        .collect();
+    assert!(
+        !stalls.is_empty(),
+        "the child created after start must be traced"
+    );
+    for stall in &stalls {
+        assert_eq!(stall["cgroup"], child.relative.as_str(), "{stall}");
+    }
+    let end = events.last().unwrap();
+    // Nothing of the busy sibling was copied out of the kernel: every record read was reported.
+    assert_eq!(end["records"], end["stalls"], "{end}");
+    assert!(events.iter().all(|e| e["cgroup"] != busy.relative.as_str()));
+}
+
+#[test]
+fn removed_cgroup_gets_its_summary_and_the_tracer_ends() {
+    let watched = MemCgroup::create("removed", 96 * MIB).unwrap();
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let json = dir.path().join("events.jsonl");
+    let memstall = Memstall::start(&[
+        "--json",
+        json.to_str().unwrap(),
+        "--cgroup",
+        watched.path.to_str().unwrap(),
+    ])
+    .unwrap();
+    pressure(&watched, &dir.path().join("cache.img"));
+    // Page cache charged to the cgroup does not keep a v1/v2 cgroup from being removed.
+    fs::remove_dir(&watched.path).unwrap();
+    let (status, stderr) = memstall.wait().unwrap();
+    assert!(status.success(), "{stderr:?}");
+    assert!(
+        stderr
+            .iter()
+            .any(|l| l.contains(&format!("cgroup {} was removed", watched.relative))),
+        "{stderr:?}"
+    );
+    assert!(
+        stderr
+            .iter()
+            .any(|l| l.contains("no watched cgroup is left")),
+        "{stderr:?}"
+    );
+    let events = read_json_lines(&json).unwrap();
+    let removed: Vec<_> = events
+        .iter()
+        .filter(|e| e["type"] == "summary" && e["scope"] == "removed")
+        .collect();
+    assert!(
+        removed
+            .iter()
+            .all(|r| r["cgroup"] == watched.relative.as_str()),
+        "{removed:#?}"
+    );
+    assert!(
+        removed.iter().any(|r| r["kind"] == "memcg_reclaim"),
+        "{removed:#?}"
+    );
+    assert!(wait_until(Duration::from_secs(1), || !watched
+        .path
+        .exists()));
+}

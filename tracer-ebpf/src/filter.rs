@@ -1,0 +1,55 @@
+//! The in-kernel cgroup filter: events of unwatched cgroups never reach the ring buffer.
+use aya_ebpf::{Global, macros::map, maps::HashMap};
+use tracer_common::{FILTER_MAX_DEPTH, FilterConfig, KernelLayout};
+
+use crate::task::{css_id, memcg_css, read};
+
+#[unsafe(no_mangle)]
+static FILTER: Global<FilterConfig> = Global::new(FilterConfig {
+    enabled: 0,
+    descendants: 0,
+});
+
+/// Watched memcg ids (kernfs ids of the cgroup directories).
+#[map]
+pub static WATCHED: HashMap<u64, u8> = HashMap::with_max_entries(1024, 0);
+
+/// Whether the memcg with subsystem state `css` is watched: itself, or with descendants on,
+/// one of its ancestors.
+#[inline(always)]
+pub fn css_watched(layout: &KernelLayout, css: u64) -> bool {
+    let config = FILTER.load();
+    if config.enabled == 0 {
+        return true;
+    }
+    let mut css = css;
+    for _ in 0..FILTER_MAX_DEPTH {
+        if css == 0 {
+            return false;
+        }
+        // SAFETY: the key is a plain u64 copied by the helper.
+        if unsafe { WATCHED.get(&css_id(layout, css)) }.is_some() {
+            return true;
+        }
+        if config.descendants == 0 {
+            return false;
+        }
+        css = read(css, layout.css_parent).unwrap_or(0);
+    }
+    false
+}
+
+#[inline(always)]
+pub fn task_watched(layout: &KernelLayout, task: u64) -> bool {
+    FILTER.load().enabled == 0 || css_watched(layout, memcg_css(layout, task))
+}
+
+#[inline(always)]
+pub fn current_watched(layout: &KernelLayout) -> bool {
+    if FILTER.load().enabled == 0 {
+        return true;
+    }
+    // SAFETY: bpf_get_current_task takes no arguments.
+    let task = unsafe { aya_ebpf::helpers::generated::bpf_get_current_task() };
+    task_watched(layout, task)
+}
