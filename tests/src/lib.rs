@@ -44,6 +44,17 @@ impl MemCgroup {
         Self::create_under(&self.root, &self.relative, self.version, hint, limit_bytes)
     }
 
+    /// A child with exactly this name (e.g. to mimic a kubepods layout).
+    pub fn child_named(&self, name: &str, limit_bytes: u64) -> Result<Self> {
+        Self::create_named(
+            &self.root,
+            &self.relative,
+            self.version,
+            name.to_owned(),
+            limit_bytes,
+        )
+    }
+
     fn create_under(
         root: &Path,
         parent: &str,
@@ -56,6 +67,16 @@ impl MemCgroup {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
+        Self::create_named(root, parent, version, name, limit_bytes)
+    }
+
+    fn create_named(
+        root: &Path,
+        parent: &str,
+        version: CgroupVersion,
+        name: String,
+        limit_bytes: u64,
+    ) -> Result<Self> {
         let relative = format!("{parent}/{name}");
         let parent_dir = root.join(parent.trim_start_matches('/'));
         if version == CgroupVersion::V2 {

@@ -107,3 +107,38 @@ fn removed_cgroup_gets_its_summary_and_the_tracer_ends() {
         .path
         .exists()));
 }
+
+/// A kubepods layout (cgroupfs driver) below a test cgroup: events carry QoS, pod and container.
+#[test]
+fn kubepods_cgroups_are_labelled() {
+    let top = MemCgroup::create("k8s", 256 * MIB).unwrap();
+    let kubepods = top.child_named("kubepods", 256 * MIB).unwrap();
+    let qos = kubepods.child_named("burstable", 256 * MIB).unwrap();
+    let uid = "8d3a1c9e-1b2c-4d5e-8f90-123456789abc";
+    let pod = qos.child_named(&format!("pod{uid}"), 256 * MIB).unwrap();
+    let cid = "0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9";
+    let container = pod.child_named(cid, 96 * MIB).unwrap();
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let json = dir.path().join("events.jsonl");
+    let memstall = Memstall::start(&[
+        "--json",
+        json.to_str().unwrap(),
+        "--threshold",
+        "0",
+        "--cgroup",
+        &pod.relative,
+    ])
+    .unwrap();
+    pressure(&container, &dir.path().join("cache.img"));
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, stderr) = memstall.stop(libc::SIGINT).unwrap();
+    assert!(status.success(), "{stderr:?}");
+    let events = read_json_lines(&json).unwrap();
+    let stall = events
+        .iter()
+        .find(|e| e["type"] == "memcg_reclaim")
+        .expect("a stall in the container");
+    assert_eq!(stall["labels"]["qos"], "burstable", "{stall}");
+    assert_eq!(stall["labels"]["pod_uid"], uid);
+    assert_eq!(stall["labels"]["container_id"], cid);
+}

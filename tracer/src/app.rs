@@ -14,6 +14,7 @@ use crate::{
     cgroup::{CgroupFilter, CgroupResolver, MemoryHierarchy},
     cli::{Cli, Command, OomArgs},
     decode::DecodeContext,
+    k8s::{self, Labeler},
     loader::{KernelInfo, Tracer},
     oom_view,
     postmortem::PostMortem,
@@ -154,6 +155,14 @@ fn trace(cli: Cli) -> Result<()> {
     preflight::check_btf(&cli.btf)?;
     let kernel = KernelInfo::read(&cli.btf, cli.force_tracepoints)?;
     let threshold_ns = cli.threshold.as_nanos() as u64;
+    if targets.iter().any(|t| t.relative.contains("kubepods"))
+        && !Labeler::new(k8s::KUBELET_PODS).has_pod_names()
+    {
+        eprintln!(
+            "memstall: note: pod names unavailable (no kubelet pod directory at {}); events carry QoS class, pod uid and container id; namespaces and container names need the CRI, which memstall does not query",
+            k8s::KUBELET_PODS
+        );
+    }
     let watched: Vec<u64> = targets.iter().map(|t| t.id).collect();
     let mut tracer = Tracer::load(
         EBPF_OBJECT,

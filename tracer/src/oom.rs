@@ -5,7 +5,8 @@ use serde::Serialize;
 use tracer_common::{OomKillEvent, comm_str, oom_source};
 
 use crate::{
-    cgroup::memcg_of_pid, clock::format_unix_ns, decode::DecodeContext, postmortem::Explanation,
+    cgroup::memcg_of_pid, clock::format_unix_ns, decode::DecodeContext, k8s::Labels,
+    postmortem::Explanation,
 };
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -36,6 +37,11 @@ pub struct OomKill {
     pub explanation: Explanation,
     /// Reclaim effort in the OOM domain just before the kill (filled in by the pipeline).
     pub reclaim_before: Option<ReclaimBefore>,
+    /// Kubernetes / container / unit names of `cgroup` and `victim_cgroup` (pipeline).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Labels>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub victim_labels: Option<Labels>,
 }
 
 /// Stalls and pages in the OOM domain over the seconds before a kill.
@@ -63,6 +69,8 @@ impl OomKill {
         Self {
             explanation,
             reclaim_before: None,
+            labels: None,
+            victim_labels: None,
             time_ns: ctx.clock.unix_ns(raw.header.boot_ns),
             cgroup: ctx.cgroups.path(raw.trigger.memcg_id),
             pid: raw.trigger.pid,
@@ -116,6 +124,8 @@ impl OomKill {
             source: "kernel_log",
             explanation,
             reclaim_before: None,
+            labels: None,
+            victim_labels: None,
         })
     }
 

@@ -7,6 +7,7 @@ use tracer_common::{StallEvent, StallKind, comm_str};
 use crate::{
     clock::format_unix_ns,
     decode::DecodeContext,
+    k8s::Labels,
     loader::{self, HookStatus, KernelInfo},
 };
 
@@ -41,6 +42,9 @@ pub struct Stall {
     pub kernel_stack: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub user_stack: Vec<String>,
+    /// Kubernetes / container / unit names of `cgroup` (filled in by the pipeline).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Labels>,
 }
 
 fn throttle_reason(reason: u32) -> &'static str {
@@ -76,6 +80,7 @@ impl Stall {
             reason: (kind == StallKind::Throttled).then(|| throttle_reason(raw.reason)),
             kernel_stack,
             user_stack,
+            labels: None,
         })
     }
 }
@@ -254,6 +259,7 @@ mod tests {
             reason: None,
             kernel_stack: vec!["try_charge_memcg+0x1a".into()],
             user_stack: vec![],
+            labels: None,
         };
         assert_eq!(
             stall.to_string(),

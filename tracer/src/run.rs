@@ -17,6 +17,7 @@ use crate::{
     cgroup::CgroupFilter,
     clock::BootClock,
     decode::{DecodeContext, Event},
+    k8s::{self, Labeler},
     loader::{KernelCounters, Tracer},
     memcg::{self, MemcgCounters, MemcgPages},
     oom::ReclaimBefore,
@@ -42,6 +43,7 @@ pub struct Pipeline {
     counters_seen: KernelCounters,
     /// Stalls of the last RECENT_WINDOW, for the reclaim effort before an OOM kill.
     recent: VecDeque<RecentStall>,
+    labeler: Labeler,
 }
 
 struct RecentStall {
@@ -86,6 +88,7 @@ impl Pipeline {
             period_started: Instant::now(),
             counters_seen: KernelCounters::default(),
             recent: VecDeque::new(),
+            labeler: Labeler::new(k8s::KUBELET_PODS),
         }
     }
 
@@ -108,9 +111,16 @@ impl Pipeline {
             return Ok(());
         }
         let mut event = event;
-        if let Event::OomKill(kill) = &mut event {
-            kill.reclaim_before =
-                Some(self.reclaim_before(kill.time_ns, kill.explanation.oom_cgroup.as_deref()));
+        let labeler = &mut self.labeler;
+        let mut label = |cgroup: &Option<String>| cgroup.as_deref().and_then(|c| labeler.labels(c));
+        match &mut event {
+            Event::OomKill(kill) => {
+                kill.labels = label(&kill.cgroup);
+                kill.victim_labels = label(&kill.victim_cgroup);
+                kill.reclaim_before =
+                    Some(self.reclaim_before(kill.time_ns, kill.explanation.oom_cgroup.as_deref()));
+            }
+            Event::Stall(stall) => stall.labels = label(&stall.cgroup),
         }
         if let Event::Stall(stall) = &event {
             let cgroup = stall.cgroup.as_deref().unwrap_or("?");

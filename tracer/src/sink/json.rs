@@ -143,6 +143,8 @@ mod tests {
             source: "tp_btf",
             explanation: Default::default(),
             reclaim_before: None,
+            labels: None,
+            victim_labels: None,
         };
         let mut sink = JsonSink::new(Vec::new());
         sink.event(&Event::OomKill(kill)).unwrap();
