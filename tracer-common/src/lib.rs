@@ -233,7 +233,7 @@ pub struct MemcgItems {
     pub items: [u32; MEMCG_SLOTS],
 }
 
-pub const MEMCG_SLOTS: usize = 4;
+pub const MEMCG_SLOTS: usize = 6;
 
 /// Per-memcg reclaim page counters kept in the kernel (memcg/count_memcg_events).
 #[repr(u32)]
@@ -245,6 +245,9 @@ pub enum MemcgSlot {
     /// ... and by kswapd.
     PgscanKswapd = 2,
     PgstealKswapd = 3,
+    /// Page faults (all) and major faults charged to the memcg, when fault counting is on.
+    Pgfault = 4,
+    Pgmajfault = 5,
 }
 
 impl MemcgSlot {
@@ -253,6 +256,8 @@ impl MemcgSlot {
         Self::PgstealDirect,
         Self::PgscanKswapd,
         Self::PgstealKswapd,
+        Self::Pgfault,
+        Self::Pgmajfault,
     ];
 
     /// The kernel's `enum vm_event_item` name.
@@ -262,6 +267,8 @@ impl MemcgSlot {
             Self::PgstealDirect => "PGSTEAL_DIRECT",
             Self::PgscanKswapd => "PGSCAN_KSWAPD",
             Self::PgstealKswapd => "PGSTEAL_KSWAPD",
+            Self::Pgfault => "PGFAULT",
+            Self::Pgmajfault => "PGMAJFAULT",
         }
     }
 }

@@ -14,12 +14,13 @@ use crate::{
     cgroup::{CgroupFilter, CgroupResolver, MemoryHierarchy},
     cli::{Cli, Command, OomArgs},
     decode::DecodeContext,
+    faults::{self, FaultSource},
     k8s::{self, Labeler},
-    loader::{KernelInfo, Tracer},
+    loader::{KernelInfo, LoadOptions, Tracer},
     oom_view,
     postmortem::PostMortem,
     preflight,
-    run::{Pipeline, run},
+    run::{FaultCounting, Pipeline, run},
     sink::{HumanSink, JsonSink, Sink},
     target::{self, Resolver, Target},
 };
@@ -164,13 +165,23 @@ fn trace(cli: Cli) -> Result<()> {
         );
     }
     let watched: Vec<u64> = targets.iter().map(|t| t.id).collect();
-    let mut tracer = Tracer::load(
-        EBPF_OBJECT,
-        &kernel,
-        threshold_ns,
-        &watched,
-        !cli.no_descendants,
-    )?;
+    let fault_source = match cli.faults {
+        FaultSource::Auto
+            if targets.is_empty()
+                && faults::count_cgroups(&hierarchy.root) > faults::AUTO_EBPF_ABOVE_CGROUPS =>
+        {
+            FaultSource::Ebpf
+        }
+        FaultSource::Auto => FaultSource::MemoryStat,
+        chosen => chosen,
+    };
+    let options = LoadOptions {
+        stack_threshold_ns: threshold_ns,
+        watched: &watched,
+        descendants: !cli.no_descendants,
+        count_faults: fault_source == FaultSource::Ebpf,
+    };
+    let mut tracer = Tracer::load(EBPF_OBJECT, &kernel, &options)?;
     if tracer.attached().next().is_none() {
         let hooks: Vec<String> = tracer.hooks.iter().map(ToString::to_string).collect();
         return Err(UserError::environment(format!(
@@ -190,7 +201,17 @@ fn trace(cli: Cli) -> Result<()> {
     let mut decoder = DecodeContext::new(CgroupResolver::new(&hierarchy.root), hierarchy.version);
     decoder.stack_map = Some(tracer.take_stacks()?);
     decoder.postmortem = Some(PostMortem::new(&hierarchy, true));
-    let pipeline = Pipeline::new(decoder, filter, sinks, threshold_ns);
+    let mut pipeline = Pipeline::new(decoder, filter, sinks, threshold_ns);
+    pipeline.count_faults(match fault_source {
+        FaultSource::Ebpf => FaultCounting::Ebpf,
+        FaultSource::Off => FaultCounting::Off,
+        _ => FaultCounting::MemoryStat {
+            root: hierarchy.root.clone(),
+            version: hierarchy.version,
+            // With descendants, a watched cgroup's hierarchical counters cover them.
+            watched: targets.iter().map(|t| t.relative.clone()).collect(),
+        },
+    });
     let scope = if cli.cgroup.is_empty() {
         "all memory cgroups".to_owned()
     } else {
@@ -203,8 +224,13 @@ fn trace(cli: Cli) -> Result<()> {
         format!("{} {which} (filtered in the kernel)", paths.join(", "))
     };
     let hooks: Vec<String> = tracer.attached().map(ToString::to_string).collect();
+    let fault_note = match fault_source {
+        FaultSource::Ebpf => "faults: kernel counter",
+        FaultSource::Off => "faults: off",
+        _ => "faults: memory.stat",
+    };
     let ready = format!(
-        "memstall: tracing {scope} (cgroup {} at {}; {}); Ctrl-C to stop",
+        "memstall: tracing {scope} (cgroup {} at {}; {}; {fault_note}); Ctrl-C to stop",
         hierarchy.version_name(),
         hierarchy.root.display(),
         hooks.join(", ")

@@ -3,7 +3,7 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::kernel_layout::VMLINUX_BTF;
+use crate::{faults::FaultSource, kernel_layout::VMLINUX_BTF};
 
 /// Which cgroup stalled on memory, for how long, and why the OOM killer picked its victim.
 #[derive(Debug, Parser)]
@@ -45,6 +45,11 @@ pub struct Cli {
     /// unusual kernels; classic records carry fewer fields, e.g. no victim memcg id).
     #[arg(long)]
     pub force_tracepoints: bool,
+
+    /// Where per-cgroup page-fault counts come from: memory.stat each interval (free per
+    /// fault), or a kernel counter on every fault (for hosts with thousands of cgroups).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub faults: FaultSource,
 
     /// Kernel BTF to read structure layouts from.
     #[arg(long, value_name = "FILE", default_value = VMLINUX_BTF)]

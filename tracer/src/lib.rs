@@ -8,6 +8,7 @@ pub mod cgroup;
 pub mod cli;
 pub mod clock;
 pub mod decode;
+pub mod faults;
 pub mod k8s;
 pub mod kernel_layout;
 pub mod kmsg;

@@ -60,6 +60,19 @@ impl KernelInfo {
     }
 }
 
+/// What the programs are told at load time.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadOptions<'a> {
+    /// Stalls at least this long carry stacks.
+    pub stack_threshold_ns: u64,
+    /// memcg ids of the in-kernel filter (empty: everything) ...
+    pub watched: &'a [u64],
+    /// ... with or without their descendants.
+    pub descendants: bool,
+    /// Count page faults per memcg in the kernel (costs every fault).
+    pub count_faults: bool,
+}
+
 /// In-kernel aggregates, as totals since load.
 #[derive(Clone, Debug, Default)]
 pub struct KernelCounters {
@@ -74,15 +87,13 @@ pub struct Tracer {
 }
 
 impl Tracer {
-    /// `stack_threshold_ns`: stalls at least this long carry stacks. `watched`: memcg ids of
-    /// the in-kernel filter (empty: everything), with or without their descendants.
-    pub fn load(
-        object: &[u8],
-        kernel: &KernelInfo,
-        stack_threshold_ns: u64,
-        watched: &[u64],
-        descendants: bool,
-    ) -> Result<Self> {
+    pub fn load(object: &[u8], kernel: &KernelInfo, options: &LoadOptions) -> Result<Self> {
+        let LoadOptions {
+            stack_threshold_ns,
+            watched,
+            descendants,
+            count_faults,
+        } = *options;
         let filter = FilterConfig {
             enabled: !watched.is_empty() as u32,
             descendants: descendants as u32,
@@ -92,7 +103,7 @@ impl Tracer {
             .btf(Some(&kernel.aya_btf))
             .override_global("KERNEL_LAYOUT", &layout, true)
             .override_global("STACK_THRESHOLD_NS", &stack_threshold_ns, true)
-            .override_global("MEMCG_ITEMS", &kernel.btf.memcg_items(), true)
+            .override_global("MEMCG_ITEMS", &kernel.btf.memcg_items(count_faults), true)
             .override_global("FILTER", &filter, true)
             .load(object)
             .context("loading the eBPF object")?;

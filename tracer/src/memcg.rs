@@ -43,6 +43,18 @@ pub struct MemcgPages {
 }
 
 impl MemcgPages {
+    /// Whether any reclaim counter moved (fault slots aside).
+    pub fn reclaimed_any(counts: &[u64; MEMCG_SLOTS]) -> bool {
+        [
+            MemcgSlot::PgscanDirect,
+            MemcgSlot::PgscanKswapd,
+            MemcgSlot::PgstealDirect,
+            MemcgSlot::PgstealKswapd,
+        ]
+        .iter()
+        .any(|&slot| counts[slot as usize] > 0)
+    }
+
     pub fn new(cgroup: String, counts: [u64; MEMCG_SLOTS]) -> Self {
         let get = |slot: MemcgSlot| counts[slot as usize];
         let scanned = get(MemcgSlot::PgscanDirect) + get(MemcgSlot::PgscanKswapd);
@@ -104,14 +116,21 @@ mod tests {
 
     #[test]
     fn efficiency_and_deltas() {
-        let row = MemcgPages::new("/a".into(), [100, 25, 300, 75]);
+        let row = MemcgPages::new("/a".into(), [100, 25, 300, 75, 0, 0]);
         assert_eq!(row.efficiency, Some(0.25));
-        assert_eq!(MemcgPages::new("/b".into(), [0; 4]).efficiency, None);
-        let before = MemcgCounters::from([(1, [10, 5, 0, 0]), (2, [1, 1, 1, 1])]);
-        let now = MemcgCounters::from([(1, [15, 5, 0, 0]), (2, [1, 1, 1, 1]), (3, [0, 0, 4, 4])]);
+        assert_eq!(
+            MemcgPages::new("/b".into(), [0; MEMCG_SLOTS]).efficiency,
+            None
+        );
+        let before = MemcgCounters::from([(1, [10, 5, 0, 0, 0, 0]), (2, [1, 1, 1, 1, 0, 0])]);
+        let now = MemcgCounters::from([
+            (1, [15, 5, 0, 0, 9, 1]),
+            (2, [1, 1, 1, 1, 0, 0]),
+            (3, [0, 0, 4, 4, 0, 0]),
+        ]);
         let d = delta(&now, &before);
         assert_eq!(d.len(), 2);
-        assert_eq!(d[&1], [5, 0, 0, 0]);
-        assert_eq!(d[&3], [0, 0, 4, 4]);
+        assert_eq!(d[&1], [5, 0, 0, 0, 9, 1]);
+        assert_eq!(d[&3], [0, 0, 4, 4, 0, 0]);
     }
 }

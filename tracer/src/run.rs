@@ -2,6 +2,7 @@
 //! or the deadline.
 use std::{
     collections::{HashMap, VecDeque},
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -15,8 +16,10 @@ use tracer_common::MEMCG_SLOTS;
 
 use crate::{
     cgroup::CgroupFilter,
+    cgroup::CgroupVersion,
     clock::BootClock,
     decode::{DecodeContext, Event},
+    faults::{self, FaultTotals},
     k8s::{self, Labeler},
     loader::{KernelCounters, Tracer},
     memcg::{self, MemcgCounters, MemcgPages},
@@ -44,6 +47,25 @@ pub struct Pipeline {
     /// Stalls of the last RECENT_WINDOW, for the reclaim effort before an OOM kill.
     recent: VecDeque<RecentStall>,
     labeler: Labeler,
+    fault_counting: FaultCounting,
+    /// Fault totals at start and at the last interval.
+    faults_start: FaultTotals,
+    faults_seen: FaultTotals,
+}
+
+/// Where fault counts come from (see faults.rs for the trade-off).
+#[derive(Clone, Debug, Default)]
+pub enum FaultCounting {
+    #[default]
+    Off,
+    /// memory.stat of `watched` (hierarchical) or, when empty, of every cgroup (own faults).
+    MemoryStat {
+        root: PathBuf,
+        version: CgroupVersion,
+        watched: Vec<String>,
+    },
+    /// The kernel's per-memcg counters.
+    Ebpf,
 }
 
 struct RecentStall {
@@ -89,7 +111,42 @@ impl Pipeline {
             counters_seen: KernelCounters::default(),
             recent: VecDeque::new(),
             labeler: Labeler::new(k8s::KUBELET_PODS),
+            fault_counting: FaultCounting::Off,
+            faults_start: FaultTotals::new(),
+            faults_seen: FaultTotals::new(),
         }
+    }
+
+    /// Counts faults from `counting`, from now on.
+    pub fn count_faults(&mut self, counting: FaultCounting) {
+        self.fault_counting = counting;
+        self.faults_start = self.fault_totals(&KernelCounters::default());
+        self.faults_seen = self.faults_start.clone();
+    }
+
+    fn fault_totals(&mut self, counters: &KernelCounters) -> FaultTotals {
+        let totals = match &self.fault_counting {
+            FaultCounting::Off => return FaultTotals::new(),
+            FaultCounting::MemoryStat {
+                root,
+                version,
+                watched,
+            } if watched.is_empty() => faults::all_totals(root, *version),
+            FaultCounting::MemoryStat {
+                root,
+                version,
+                watched,
+            } => {
+                return faults::watched_totals(root, *version, watched);
+            }
+            FaultCounting::Ebpf => {
+                faults::ebpf_totals(&counters.memcg_pages, &mut self.decoder.cgroups)
+            }
+        };
+        totals
+            .into_iter()
+            .filter(|(path, _)| self.watched(&[path]))
+            .collect()
     }
 
     fn watched(&self, cgroups: &[&str]) -> bool {
@@ -216,6 +273,9 @@ impl Pipeline {
     fn memcg_rows(&mut self, now: &MemcgCounters, before: &MemcgCounters) -> Vec<MemcgPages> {
         let mut by_path: HashMap<String, [u64; MEMCG_SLOTS]> = HashMap::new();
         for (memcg, counts) in memcg::delta(now, before) {
+            if !MemcgPages::reclaimed_any(&counts) {
+                continue;
+            }
             let path = self
                 .decoder
                 .cgroups
@@ -266,7 +326,14 @@ impl Pipeline {
             rows: self.stalls.end_interval(),
             kswapd_wakeups: self.wakeup_rows(&counters.kswapd_wakeups, &wakeups_before),
             memcg_pages: self.memcg_rows(&counters.memcg_pages, &seen.memcg_pages),
+            faults: Vec::new(),
         };
+        let faults_now = self.fault_totals(&counters);
+        let summary = Summary {
+            faults: faults::rows(&faults_now, &self.faults_seen, summary.period_ns),
+            ..summary
+        };
+        self.faults_seen = faults_now;
         self.period_started = Instant::now();
         self.emit_summary(summary)
     }
@@ -285,6 +352,12 @@ impl Pipeline {
             rows: self.stalls.totals(),
             kswapd_wakeups: self.wakeup_rows(&counters.kswapd_wakeups, &HashMap::new()),
             memcg_pages: self.memcg_rows(&counters.memcg_pages, &MemcgCounters::new()),
+            faults: Vec::new(),
+        };
+        let faults_now = self.fault_totals(&counters);
+        let summary = Summary {
+            faults: faults::rows(&faults_now, &self.faults_start, summary.period_ns),
+            ..summary
         };
         self.emit_summary(summary)?;
         self.run.time_ns = now_unix_ns();

@@ -103,6 +103,20 @@ pub fn write_table(out: &mut impl Write, summary: &Summary) -> std::io::Result<(
             )?;
         }
     }
+    if !summary.faults.is_empty() {
+        writeln!(
+            out,
+            "{:<40} {:>12} {:>10} {:>12} {:>10}",
+            "CGROUP (FAULTS)", "MINOR", "MAJOR", "MINOR/S", "MAJOR/S"
+        )?;
+        for row in summary.faults.iter().take(20) {
+            writeln!(
+                out,
+                "{:<40} {:>12} {:>10} {:>12.0} {:>10.1}",
+                row.cgroup, row.minor, row.major, row.minor_per_s, row.major_per_s
+            )?;
+        }
+    }
     if !summary.kswapd_wakeups.is_empty() {
         let wakeups: Vec<String> = summary
             .kswapd_wakeups

@@ -4,7 +4,7 @@ use anyhow::{Context as _, Result};
 use serde::Serialize;
 
 use super::{RunSummary, Sink, Summary};
-use crate::{decode::Event, memcg::MemcgPages, stats::SummaryRow};
+use crate::{decode::Event, faults::FaultRow, memcg::MemcgPages, stats::SummaryRow};
 
 /// JSON Lines: one object per event, `summary` objects per interval and at the end, then a
 /// `run_end` object.
@@ -65,6 +65,15 @@ struct MemcgPagesLine<'a> {
     pages: &'a MemcgPages,
 }
 
+#[derive(Serialize)]
+#[serde(tag = "type", rename = "faults")]
+struct FaultsLine<'a> {
+    #[serde(flatten)]
+    period: &'a Period,
+    #[serde(flatten)]
+    faults: &'a FaultRow,
+}
+
 impl<W: Write> Sink for JsonSink<W> {
     fn event(&mut self, event: &Event) -> Result<()> {
         self.line(event)?;
@@ -95,6 +104,12 @@ impl<W: Write> Sink for JsonSink<W> {
             self.line(&MemcgPagesLine {
                 period: &period,
                 pages,
+            })?;
+        }
+        for faults in &summary.faults {
+            self.line(&FaultsLine {
+                period: &period,
+                faults,
             })?;
         }
         self.out.flush().context("writing JSON")
@@ -185,7 +200,13 @@ mod tests {
             period_ns: 1_000,
             rows: vec![stats.row("/svc", StallKind::DirectReclaim)],
             kswapd_wakeups: vec![("/svc".into(), 3)],
-            memcg_pages: vec![MemcgPages::new("/svc".into(), [10, 5, 0, 0])],
+            memcg_pages: vec![MemcgPages::new("/svc".into(), [10, 5, 0, 0, 0, 0])],
+            faults: vec![FaultRow {
+                cgroup: "/svc".into(),
+                minor: 7,
+                major: 1,
+                ..Default::default()
+            }],
         };
         let mut sink = JsonSink::new(Vec::new());
         sink.summary(&summary).unwrap();
@@ -212,5 +233,14 @@ mod tests {
         assert_eq!(lines[2]["type"], "memcg_pages");
         assert_eq!(lines[2]["scanned_direct"], 10);
         assert_eq!(lines[2]["efficiency"], 0.5);
+        assert_eq!(lines[3]["type"], "faults");
+        assert_eq!(
+            (
+                lines[3]["cgroup"].as_str(),
+                lines[3]["minor"].as_u64(),
+                lines[3]["major"].as_u64()
+            ),
+            (Some("/svc"), Some(7), Some(1))
+        );
     }
 }

@@ -8,7 +8,7 @@ pub use json::JsonSink;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::{decode::Event, memcg::MemcgPages, stats::SummaryRow};
+use crate::{decode::Event, faults::FaultRow, memcg::MemcgPages, stats::SummaryRow};
 
 /// The end of a run: what was seen and what was lost.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -42,6 +42,8 @@ pub struct Summary {
     pub kswapd_wakeups: Vec<(String, u64)>,
     /// Pages scanned and reclaimed from each cgroup's LRUs in the period.
     pub memcg_pages: Vec<MemcgPages>,
+    /// Page faults per cgroup in the period.
+    pub faults: Vec<FaultRow>,
 }
 
 pub trait Sink {
