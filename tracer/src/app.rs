@@ -18,9 +18,10 @@ use crate::{
     k8s::{self, Labeler},
     loader::{KernelInfo, LoadOptions, Tracer},
     oom_view,
+    pipeline::{FaultCounting, Pipeline},
     postmortem::PostMortem,
     preflight,
-    run::{FaultCounting, Pipeline, run},
+    run::run,
     sink::{HumanSink, JsonSink, Sink},
     target::{self, Resolver, Target},
 };

@@ -17,6 +17,7 @@ pub mod memcg;
 pub mod oom;
 pub mod oom_score;
 pub mod oom_view;
+pub mod pipeline;
 pub mod postmortem;
 pub mod preflight;
 pub mod reclaim;

@@ -1,5 +1,5 @@
 //! Per (cgroup, stall kind) latency histograms: HDR for percentiles, log2 buckets for display.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -122,60 +122,76 @@ pub struct SummaryRow {
     pub buckets: Vec<Bucket>,
 }
 
-/// Stall statistics for the whole run and for the current interval.
+/// Stall statistics per (memcg id, kind) for the whole run and for the current interval; ids
+/// become paths only when rows are made (the hot path never allocates a name).
 #[derive(Default)]
 pub struct StallAggregator {
-    total: BTreeMap<(String, StallKind), StallStats>,
-    interval: BTreeMap<(String, StallKind), StallStats>,
+    total: HashMap<(u64, StallKind), StallStats>,
+    interval: HashMap<(u64, StallKind), StallStats>,
 }
 
 impl StallAggregator {
     pub fn record(
         &mut self,
-        cgroup: &str,
+        memcg_id: u64,
         kind: StallKind,
         latency_ns: u64,
         reclaimed: u64,
         scanned: u64,
     ) {
-        let key = (cgroup.to_owned(), kind);
         self.interval
-            .entry(key)
+            .entry((memcg_id, kind))
             .or_default()
             .record(latency_ns, reclaimed, scanned);
     }
 
     /// Rows of the interval that just ended (folded into the run's totals), most total stall
     /// time first.
-    pub fn end_interval(&mut self) -> Vec<SummaryRow> {
+    pub fn end_interval(&mut self, name: &mut impl FnMut(u64) -> String) -> Vec<SummaryRow> {
         let interval = std::mem::take(&mut self.interval);
         for (key, stats) in &interval {
-            self.total.entry(key.clone()).or_default().merge(stats);
+            self.total.entry(*key).or_default().merge(stats);
         }
-        rows(&interval)
+        rows(&interval, name, |_| true)
+    }
+
+    /// Rows for the whole run so far, most total stall time first.
+    pub fn totals(&mut self, name: &mut impl FnMut(u64) -> String) -> Vec<SummaryRow> {
+        self.end_interval(name);
+        rows(&self.total, name, |_| true)
     }
 
     /// Rows for the whole run so far of the cgroups `keep` accepts, without closing the
     /// interval (for a watched cgroup that disappeared).
-    pub fn totals_where(&self, keep: impl Fn(&str) -> bool) -> Vec<SummaryRow> {
-        let mut merged: BTreeMap<(String, StallKind), StallStats> = BTreeMap::new();
+    pub fn totals_where(
+        &self,
+        name: &mut impl FnMut(u64) -> String,
+        keep: impl Fn(&str) -> bool,
+    ) -> Vec<SummaryRow> {
+        let mut merged: HashMap<(u64, StallKind), StallStats> = HashMap::new();
         for map in [&self.total, &self.interval] {
-            for (key, stats) in map.iter().filter(|((cgroup, _), _)| keep(cgroup)) {
-                merged.entry(key.clone()).or_default().merge(stats);
+            for (key, stats) in map {
+                merged.entry(*key).or_default().merge(stats);
             }
         }
-        rows(&merged)
-    }
-
-    /// Rows for the whole run so far, most total stall time first.
-    pub fn totals(&mut self) -> Vec<SummaryRow> {
-        self.end_interval();
-        rows(&self.total)
+        rows(&merged, name, keep)
     }
 }
 
-fn rows(map: &BTreeMap<(String, StallKind), StallStats>) -> Vec<SummaryRow> {
-    let mut rows: Vec<SummaryRow> = map
+fn rows(
+    map: &HashMap<(u64, StallKind), StallStats>,
+    name: &mut impl FnMut(u64) -> String,
+    keep: impl Fn(&str) -> bool,
+) -> Vec<SummaryRow> {
+    // Two ids can share a name ("?" for the unnamed): merge them under it.
+    let mut by_name: BTreeMap<(String, StallKind), StallStats> = BTreeMap::new();
+    for ((id, kind), stats) in map {
+        let path = name(*id);
+        if keep(&path) {
+            by_name.entry((path, *kind)).or_default().merge(stats);
+        }
+    }
+    let mut rows: Vec<SummaryRow> = by_name
         .iter()
         .map(|((cgroup, kind), stats)| stats.row(cgroup, *kind))
         .collect();
@@ -260,19 +276,26 @@ mod tests {
     #[test]
     fn aggregator_keeps_intervals_and_totals_apart() {
         let mut agg = StallAggregator::default();
-        agg.record("/a", StallKind::MemcgReclaim, 1_000_000, 10, 20);
-        agg.record("/b", StallKind::MemcgReclaim, 5_000_000, 0, 0);
-        let first = agg.end_interval();
+        let mut name = |id: u64| {
+            if id == 1 {
+                "/a".to_owned()
+            } else {
+                "/b".to_owned()
+            }
+        };
+        agg.record(1, StallKind::MemcgReclaim, 1_000_000, 10, 20);
+        agg.record(2, StallKind::MemcgReclaim, 5_000_000, 0, 0);
+        let first = agg.end_interval(&mut name);
         assert_eq!(
             first.iter().map(|r| r.cgroup.as_str()).collect::<Vec<_>>(),
             ["/b", "/a"]
         );
-        agg.record("/a", StallKind::MemcgReclaim, 1_000_000, 10, 20);
-        assert_eq!(agg.end_interval().len(), 1);
-        agg.record("/a", StallKind::MemcgReclaim, 1_000_000, 10, 20);
-        let only_a = agg.totals_where(|c| c == "/a");
+        agg.record(1, StallKind::MemcgReclaim, 1_000_000, 10, 20);
+        assert_eq!(agg.end_interval(&mut name).len(), 1);
+        agg.record(1, StallKind::MemcgReclaim, 1_000_000, 10, 20);
+        let only_a = agg.totals_where(&mut name, |c| c == "/a");
         assert_eq!((only_a.len(), only_a[0].count), (1, 3));
-        let totals = agg.totals();
+        let totals = agg.totals(&mut name);
         let a = totals.iter().find(|r| r.cgroup == "/a").unwrap();
         assert_eq!((a.count, a.pages_reclaimed), (3, 30));
     }

@@ -1,0 +1,433 @@
+//! Everything between the ring buffer and the sinks: decode → filter → enrich → aggregate →
+//! sinks. Stalls under the threshold take a fast path: they only feed histograms keyed by
+//! memcg id, and ids become paths when a summary is written.
+use std::{
+    collections::{HashMap, VecDeque},
+    path::PathBuf,
+    time::Instant,
+};
+
+use anyhow::Result;
+use tracer_common::{MEMCG_SLOTS, RawEvent, StallEvent, StallKind};
+
+use crate::{
+    cgroup::CgroupFilter,
+    cgroup::CgroupVersion,
+    clock::BootClock,
+    decode::{DecodeContext, Event},
+    faults::{self, FaultTotals},
+    k8s::{self, Labeler},
+    loader::KernelCounters,
+    memcg::{self, MemcgCounters, MemcgPages},
+    oom::ReclaimBefore,
+    sink::{RunSummary, Sink, Summary},
+    stats::{StallAggregator, SummaryRow},
+};
+
+/// Everything between the ring buffer and the sinks, kept apart from I/O so it can be driven
+/// from tests and benchmarks.
+pub struct Pipeline {
+    decoder: DecodeContext,
+    filter: CgroupFilter,
+    sinks: Vec<Box<dyn Sink>>,
+    /// Stalls at least this long are reported one by one; all go into the histograms.
+    threshold_ns: u64,
+    stalls: StallAggregator,
+    run: RunSummary,
+    started: Instant,
+    period_started: Instant,
+    /// Kernel counter totals at the last interval, for per-interval deltas.
+    counters_seen: KernelCounters,
+    /// Stalls of the last RECENT_WINDOW, for the reclaim effort before an OOM kill.
+    recent: VecDeque<RecentStall>,
+    /// Userspace `--cgroup` decisions per memcg id (the kernel filters first; this catches
+    /// the classic OOM hook and keeps the two in step).
+    watched_ids: HashMap<u64, bool>,
+    labeler: Labeler,
+    fault_counting: FaultCounting,
+    /// Fault totals at start and at the last interval.
+    faults_start: FaultTotals,
+    faults_seen: FaultTotals,
+}
+
+/// Where fault counts come from (see faults.rs for the trade-off).
+#[derive(Clone, Debug, Default)]
+pub enum FaultCounting {
+    #[default]
+    Off,
+    /// memory.stat of `watched` (hierarchical) or, when empty, of every cgroup (own faults).
+    MemoryStat {
+        root: PathBuf,
+        version: CgroupVersion,
+        watched: Vec<String>,
+    },
+    /// The kernel's per-memcg counters.
+    Ebpf,
+}
+
+struct RecentStall {
+    boot_ns: u64,
+    memcg_id: u64,
+    latency_ns: u64,
+    pages: u64,
+    scanned: u64,
+}
+
+const RECENT_WINDOW_NS: u64 = 10_000_000_000;
+const RECENT_MAX: usize = 100_000;
+
+/// Whether `cgroup` is `domain` or below it (`None`: the whole machine).
+fn within(cgroup: &str, domain: Option<&str>) -> bool {
+    match domain {
+        None | Some("/") => true,
+        Some(domain) => {
+            cgroup == domain
+                || cgroup
+                    .strip_prefix(domain)
+                    .is_some_and(|rest| rest.starts_with('/'))
+        }
+    }
+}
+
+impl Pipeline {
+    pub fn new(
+        decoder: DecodeContext,
+        filter: CgroupFilter,
+        sinks: Vec<Box<dyn Sink>>,
+        threshold_ns: u64,
+    ) -> Self {
+        Self {
+            decoder,
+            filter,
+            sinks,
+            threshold_ns,
+            stalls: StallAggregator::default(),
+            run: RunSummary::default(),
+            started: Instant::now(),
+            period_started: Instant::now(),
+            counters_seen: KernelCounters::default(),
+            recent: VecDeque::new(),
+            watched_ids: HashMap::new(),
+            labeler: Labeler::new(k8s::KUBELET_PODS),
+            fault_counting: FaultCounting::Off,
+            faults_start: FaultTotals::new(),
+            faults_seen: FaultTotals::new(),
+        }
+    }
+
+    /// Counts faults from `counting`, from now on.
+    pub fn count_faults(&mut self, counting: FaultCounting) {
+        self.fault_counting = counting;
+        self.faults_start = self.fault_totals(&KernelCounters::default());
+        self.faults_seen = self.faults_start.clone();
+    }
+
+    fn fault_totals(&mut self, counters: &KernelCounters) -> FaultTotals {
+        let totals = match &self.fault_counting {
+            FaultCounting::Off => return FaultTotals::new(),
+            FaultCounting::MemoryStat {
+                root,
+                version,
+                watched,
+            } if watched.is_empty() => faults::all_totals(root, *version),
+            FaultCounting::MemoryStat {
+                root,
+                version,
+                watched,
+            } => {
+                return faults::watched_totals(root, *version, watched);
+            }
+            FaultCounting::Ebpf => {
+                faults::ebpf_totals(&counters.memcg_pages, &mut self.decoder.cgroups)
+            }
+        };
+        totals
+            .into_iter()
+            .filter(|(path, _)| self.watched(&[path]))
+            .collect()
+    }
+
+    fn watched(&self, cgroups: &[&str]) -> bool {
+        self.filter.is_everything() || cgroups.iter().any(|c| self.filter.matches(c))
+    }
+
+    /// The path of a memcg id, `?` when it cannot be named.
+    fn path_of(&mut self, memcg_id: u64) -> String {
+        self.decoder
+            .cgroups
+            .path(memcg_id)
+            .unwrap_or_else(|| "?".into())
+    }
+
+    fn watched_id(&mut self, memcg_id: u64) -> bool {
+        if self.filter.is_everything() {
+            return true;
+        }
+        if let Some(&known) = self.watched_ids.get(&memcg_id) {
+            return known;
+        }
+        let path = self.decoder.cgroups.path(memcg_id);
+        let watched = path.as_deref().is_some_and(|p| self.filter.matches(p));
+        if path.is_some() {
+            self.watched_ids.insert(memcg_id, watched);
+        }
+        watched
+    }
+
+    /// Feeds one stall into the histograms and the recent window; false if unwatched.
+    fn aggregate(&mut self, raw: &StallEvent) -> bool {
+        let Some(kind) = StallKind::from_u32(raw.stall_kind) else {
+            return false;
+        };
+        let memcg_id = raw.task.memcg_id;
+        if !self.watched_id(memcg_id) {
+            return false;
+        }
+        self.stalls.record(
+            memcg_id,
+            kind,
+            raw.latency_ns,
+            raw.nr_reclaimed,
+            raw.pass_scanned,
+        );
+        while self
+            .recent
+            .front()
+            .is_some_and(|r| r.boot_ns + RECENT_WINDOW_NS < raw.header.boot_ns)
+            || self.recent.len() >= RECENT_MAX
+        {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(RecentStall {
+            boot_ns: raw.header.boot_ns,
+            memcg_id,
+            latency_ns: raw.latency_ns,
+            pages: raw.nr_reclaimed,
+            scanned: raw.pass_scanned,
+        });
+        self.run.stalls += 1;
+        true
+    }
+
+    pub fn record(&mut self, bytes: &[u8]) -> Result<()> {
+        self.run.records += 1;
+        match RawEvent::decode(bytes) {
+            Err(err) => {
+                self.run.malformed += 1;
+                log::warn!("skipping ring-buffer record: {err}");
+                return Ok(());
+            }
+            Ok(RawEvent::Stall(raw)) => {
+                if !self.aggregate(&raw) || raw.latency_ns < self.threshold_ns {
+                    return Ok(());
+                }
+            }
+            Ok(RawEvent::OomKill(_)) => {}
+        }
+        // An outlier or an OOM kill: decode in full, name, enrich and report it.
+        let Ok(Some(mut event)) = self.decoder.decode(bytes) else {
+            return Ok(());
+        };
+        if !self.watched(&event.cgroups()) {
+            return Ok(());
+        }
+        let labeler = &mut self.labeler;
+        let mut label = |cgroup: &Option<String>| cgroup.as_deref().and_then(|c| labeler.labels(c));
+        match &mut event {
+            Event::OomKill(kill) => {
+                kill.labels = label(&kill.cgroup);
+                kill.victim_labels = label(&kill.victim_cgroup);
+                let domain = kill.explanation.oom_cgroup.clone();
+                kill.reclaim_before = Some(self.reclaim_before(domain.as_deref()));
+            }
+            Event::Stall(stall) => stall.labels = label(&stall.cgroup),
+        }
+        self.run.events += 1;
+        for sink in &mut self.sinks {
+            sink.event(&event)?;
+        }
+        Ok(())
+    }
+
+    /// Stalls in the OOM domain (`None`: anywhere) during the last RECENT_WINDOW.
+    fn reclaim_before(&mut self, domain: Option<&str>) -> ReclaimBefore {
+        let now = BootClock::now_boot_ns();
+        let mut before = ReclaimBefore {
+            window_ns: RECENT_WINDOW_NS,
+            ..Default::default()
+        };
+        let mut inside: HashMap<u64, bool> = HashMap::new();
+        let recent = std::mem::take(&mut self.recent);
+        for r in recent
+            .iter()
+            .filter(|r| r.boot_ns + RECENT_WINDOW_NS >= now)
+        {
+            let is_inside = match inside.get(&r.memcg_id) {
+                Some(&known) => known,
+                None => {
+                    let known = within(&self.path_of(r.memcg_id), domain);
+                    inside.insert(r.memcg_id, known);
+                    known
+                }
+            };
+            if is_inside {
+                before.stalls += 1;
+                before.stall_ns += r.latency_ns;
+                before.pages_reclaimed += r.pages;
+                before.pages_scanned += r.scanned;
+            }
+        }
+        self.recent = recent;
+        before
+    }
+
+    /// Wake-up requests per cgroup path since `baseline` (absent ids count from zero).
+    fn wakeup_rows(
+        &mut self,
+        totals: &[(u64, u64)],
+        baseline: &HashMap<u64, u64>,
+    ) -> Vec<(String, u64)> {
+        let mut by_path: HashMap<String, u64> = HashMap::new();
+        for &(memcg, total) in totals {
+            let delta = total.saturating_sub(baseline.get(&memcg).copied().unwrap_or(0));
+            let path = self
+                .decoder
+                .cgroups
+                .path(memcg)
+                .unwrap_or_else(|| "?".into());
+            if delta > 0 && self.watched(&[&path]) {
+                *by_path.entry(path).or_default() += delta;
+            }
+        }
+        let mut rows: Vec<_> = by_path.into_iter().collect();
+        rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        rows
+    }
+
+    /// The interval's stall rows (closing it), or the run's totals.
+    fn stall_rows(&mut self, totals: bool) -> Vec<SummaryRow> {
+        let decoder = &mut self.decoder;
+        let mut name = |id: u64| decoder.cgroups.path(id).unwrap_or_else(|| "?".into());
+        if totals {
+            self.stalls.totals(&mut name)
+        } else {
+            self.stalls.end_interval(&mut name)
+        }
+    }
+
+    fn emit_summary(&mut self, summary: Summary) -> Result<()> {
+        for sink in &mut self.sinks {
+            sink.summary(&summary)?;
+        }
+        Ok(())
+    }
+
+    /// Per-cgroup LRU page counts since `before`, watched cgroups only, most scanned first.
+    fn memcg_rows(&mut self, now: &MemcgCounters, before: &MemcgCounters) -> Vec<MemcgPages> {
+        let mut by_path: HashMap<String, [u64; MEMCG_SLOTS]> = HashMap::new();
+        for (memcg, counts) in memcg::delta(now, before) {
+            if !MemcgPages::reclaimed_any(&counts) {
+                continue;
+            }
+            let path = self
+                .decoder
+                .cgroups
+                .path(memcg)
+                .unwrap_or_else(|| "?".into());
+            if self.watched(&[&path]) {
+                let sum = by_path.entry(path).or_default();
+                for (total, count) in sum.iter_mut().zip(counts) {
+                    *total += count;
+                }
+            }
+        }
+        let mut rows: Vec<MemcgPages> = by_path
+            .into_iter()
+            .map(|(path, counts)| MemcgPages::new(path, counts))
+            .collect();
+        rows.sort_by(|a, b| {
+            (b.scanned_direct + b.scanned_kswapd)
+                .cmp(&(a.scanned_direct + a.scanned_kswapd))
+                .then_with(|| a.cgroup.cmp(&b.cgroup))
+        });
+        rows
+    }
+
+    /// A watched cgroup was removed: its final summary, then stop watching it. Returns
+    /// whether any watched cgroup is left.
+    pub fn cgroup_removed(&mut self, relative: &str) -> Result<bool> {
+        let decoder = &mut self.decoder;
+        let mut name = |id: u64| decoder.cgroups.path(id).unwrap_or_else(|| "?".into());
+        let rows = self
+            .stalls
+            .totals_where(&mut name, |path| within(path, Some(relative)));
+        let summary = Summary {
+            scope: "removed",
+            time_ns: now_unix_ns(),
+            period_ns: self.started.elapsed().as_nanos() as u64,
+            rows,
+            ..Default::default()
+        };
+        self.emit_summary(summary)?;
+        Ok(self.filter.forget(relative))
+    }
+
+    /// Ends an `--interval` period: its rows go to the sinks, then fold into the totals.
+    pub fn interval(&mut self, counters: KernelCounters) -> Result<()> {
+        let seen = std::mem::replace(&mut self.counters_seen, counters.clone());
+        let wakeups_before: HashMap<u64, u64> = seen.kswapd_wakeups.iter().copied().collect();
+        let summary = Summary {
+            scope: "interval",
+            time_ns: now_unix_ns(),
+            period_ns: self.period_started.elapsed().as_nanos() as u64,
+            rows: self.stall_rows(false),
+            kswapd_wakeups: self.wakeup_rows(&counters.kswapd_wakeups, &wakeups_before),
+            memcg_pages: self.memcg_rows(&counters.memcg_pages, &seen.memcg_pages),
+            faults: Vec::new(),
+        };
+        let faults_now = self.fault_totals(&counters);
+        let summary = Summary {
+            faults: faults::rows(&faults_now, &self.faults_seen, summary.period_ns),
+            ..summary
+        };
+        self.faults_seen = faults_now;
+        self.period_started = Instant::now();
+        self.emit_summary(summary)
+    }
+
+    /// The run's totals, then the `run_end` record; flushes every sink.
+    pub fn finish(
+        mut self,
+        counters: KernelCounters,
+        dropped: u64,
+        hooks: Vec<String>,
+    ) -> Result<RunSummary> {
+        let summary = Summary {
+            scope: "total",
+            time_ns: now_unix_ns(),
+            period_ns: self.started.elapsed().as_nanos() as u64,
+            rows: self.stall_rows(true),
+            kswapd_wakeups: self.wakeup_rows(&counters.kswapd_wakeups, &HashMap::new()),
+            memcg_pages: self.memcg_rows(&counters.memcg_pages, &MemcgCounters::new()),
+            faults: Vec::new(),
+        };
+        let faults_now = self.fault_totals(&counters);
+        let summary = Summary {
+            faults: faults::rows(&faults_now, &self.faults_start, summary.period_ns),
+            ..summary
+        };
+        self.emit_summary(summary)?;
+        self.run.time_ns = now_unix_ns();
+        self.run.duration_ns = self.started.elapsed().as_nanos() as u64;
+        self.run.dropped = dropped;
+        self.run.hooks = hooks;
+        for sink in &mut self.sinks {
+            sink.finish(&self.run)?;
+        }
+        Ok(self.run)
+    }
+}
+
+fn now_unix_ns() -> u64 {
+    BootClock::new().unix_ns(BootClock::now_boot_ns())
+}
