@@ -11,7 +11,10 @@ use memstall::{
 use tracer_common::{EventHeader, EventKind, StallEvent, StallKind, TaskInfo};
 
 fn main() {
-    let records: usize = std::env::args().nth(1).and_then(|n| n.parse().ok()).unwrap_or(5_000_000);
+    let records: usize = std::env::args()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(5_000_000);
     let root = tempfile::tempdir().expect("temp dir");
     let ids: Vec<u64> = (0..64)
         .map(|i| {
@@ -22,8 +25,17 @@ fn main() {
         .collect();
     let feed: Vec<StallEvent> = (0..4096u64)
         .map(|i| StallEvent {
-            header: EventHeader { kind: EventKind::Stall as u32, cpu: 0, boot_ns: i },
-            task: TaskInfo { pid: 1, tgid: 1, memcg_id: ids[i as usize % ids.len()], comm: *b"worker\0\0\0\0\0\0\0\0\0\0" },
+            header: EventHeader {
+                kind: EventKind::Stall as u32,
+                cpu: 0,
+                boot_ns: i,
+            },
+            task: TaskInfo {
+                pid: 1,
+                tgid: 1,
+                memcg_id: ids[i as usize % ids.len()],
+                comm: *b"worker\0\0\0\0\0\0\0\0\0\0",
+            },
             stall_kind: StallKind::ALL[i as usize % StallKind::ALL.len()] as u32,
             latency_ns: 1_000 + (i * 7919) % 5_000_000,
             nr_reclaimed: 32,
@@ -35,8 +47,13 @@ fn main() {
     let mut pipeline = Pipeline::new(decoder, CgroupFilter::default(), Vec::new(), u64::MAX);
     let started = Instant::now();
     for i in 0..records {
-        pipeline.record(bytemuck::bytes_of(&feed[i % feed.len()])).expect("record");
+        pipeline
+            .record(bytemuck::bytes_of(&feed[i % feed.len()]))
+            .expect("record");
     }
     let secs = started.elapsed().as_secs_f64();
-    println!("ingest: {records} records in {secs:.3} s = {:.2} M records/s", records as f64 / secs / 1e6);
+    println!(
+        "ingest: {records} records in {secs:.3} s = {:.2} M records/s",
+        records as f64 / secs / 1e6
+    );
 }

@@ -1,4 +1,5 @@
 //! Developer tasks: `cargo xtask setup | build | run -- ARGS | test`.
+mod bench;
 mod setup;
 
 use std::{
@@ -31,6 +32,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// Overhead benchmark (tracer on vs off, against bpftrace); writes bench/results.md.
+    Bench,
     /// Set up, build, and run the unit and integration tests on the real kernel (as root).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
@@ -57,7 +60,7 @@ pub fn run(command: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn cargo() -> Command {
+pub fn cargo() -> Command {
     let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     command.current_dir(workspace_root());
     command
@@ -99,6 +102,7 @@ fn main() -> ExitCode {
             let status = command.args(&args).status().context("starting memstall")?;
             std::process::exit(status.code().unwrap_or(1));
         }),
+        Task::Bench => setup::setup().and_then(|()| bench::bench()),
         Task::Test { args } => setup::setup().and_then(|()| {
             if !is_root() {
                 bail!("the tests load eBPF programs and create memory cgroups: run them as root");

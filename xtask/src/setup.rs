@@ -30,8 +30,8 @@ fn pinned_toolchain() -> Result<String> {
     Ok(text.trim().to_owned())
 }
 
-fn apt_missing() -> Vec<&'static str> {
-    APT_PACKAGES
+fn apt_missing(packages: &[&'static str]) -> Vec<&'static str> {
+    packages
         .iter()
         .copied()
         .filter(|pkg| {
@@ -39,6 +39,16 @@ fn apt_missing() -> Vec<&'static str> {
                 .is_none_or(|status| !status.contains("install ok installed"))
         })
         .collect()
+}
+
+/// Installs the Debian packages that are missing; says which, if any.
+pub fn apt_ensure(packages: &[&'static str]) -> Result<Option<String>> {
+    let missing = apt_missing(packages);
+    if missing.is_empty() {
+        return Ok(None);
+    }
+    apt_install(&missing)?;
+    Ok(Some(format!("installed {}", missing.join(" "))))
 }
 
 fn apt_install(packages: &[&str]) -> Result<()> {
@@ -164,10 +174,8 @@ fn ensure_bpf_linker(did: &mut Vec<String>) -> Result<()> {
 pub fn setup() -> Result<()> {
     let started = Instant::now();
     let mut did = Vec::new();
-    let missing = apt_missing();
-    if !missing.is_empty() {
-        apt_install(&missing)?;
-        did.push(format!("installed {}", missing.join(" ")));
+    if let Some(installed) = apt_ensure(APT_PACKAGES)? {
+        did.push(installed);
     }
     let toolchain = pinned_toolchain()?;
     ensure_toolchain(&toolchain, &mut did)?;
