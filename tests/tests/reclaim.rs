@@ -77,11 +77,13 @@ fn memcg_reclaim_stalls_reconcile_with_the_cgroup() {
     let max_events_before = (cgroup.version == CgroupVersion::V2)
         .then(|| cgroup.keyed("memory.events").unwrap()["max"]);
 
+    // --memcg-events: per-cgroup LRU pages from the kernel hook (v1's memory.stat lacks them).
     let memstall = Memstall::start(&[
         "--json",
         json.to_str().unwrap(),
         "--threshold",
         "0",
+        "--memcg-events",
         "--cgroup",
         cgroup_arg,
     ])

@@ -11,14 +11,14 @@ use clap::Parser as _;
 
 use crate::{
     EBPF_OBJECT,
-    cgroup::{CgroupFilter, CgroupResolver, MemoryHierarchy},
+    cgroup::{CgroupFilter, CgroupResolver, CgroupVersion, MemoryHierarchy},
     cli::{Cli, Command, OomArgs},
     decode::DecodeContext,
     faults::{self, FaultSource},
     k8s::{self, Labeler},
     loader::{KernelInfo, LoadOptions, Tracer},
     oom_view,
-    pipeline::{FaultCounting, Pipeline},
+    pipeline::{CounterSources, MemoryStatScope, Pipeline},
     postmortem::PostMortem,
     preflight,
     run::run,
@@ -147,6 +147,16 @@ fn oom(args: &OomArgs) -> Result<()> {
     Ok(())
 }
 
+/// Returns freed heap to the kernel (glibc keeps it otherwise), so a long run's RSS is what it
+/// uses, not what start-up once needed.
+fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 fn trace(cli: Cli) -> Result<()> {
     let hierarchy = detect_hierarchy()?;
     let targets = resolve_targets(&hierarchy, &cli.cgroup)?;
@@ -176,13 +186,19 @@ fn trace(cli: Cli) -> Result<()> {
         FaultSource::Auto => FaultSource::MemoryStat,
         chosen => chosen,
     };
+    let kernel_faults = fault_source == FaultSource::Ebpf;
+    let memcg_events = cli.memcg_events || kernel_faults;
     let options = LoadOptions {
         stack_threshold_ns: threshold_ns,
         watched: &watched,
         descendants: !cli.no_descendants,
-        count_faults: fault_source == FaultSource::Ebpf,
+        count_faults: kernel_faults,
+        memcg_events,
     };
     let mut tracer = Tracer::load(EBPF_OBJECT, &kernel, &options)?;
+    // The parsed kernel BTF is tens of MiB and only needed to load: give it back now.
+    drop(kernel);
+    release_free_memory();
     if tracer.attached().next().is_none() {
         let hooks: Vec<String> = tracer.hooks.iter().map(ToString::to_string).collect();
         return Err(UserError::environment(format!(
@@ -203,15 +219,19 @@ fn trace(cli: Cli) -> Result<()> {
     decoder.stack_map = Some(tracer.take_stacks()?);
     decoder.postmortem = Some(PostMortem::new(&hierarchy, true));
     let mut pipeline = Pipeline::new(decoder, filter, sinks, threshold_ns);
-    pipeline.count_faults(match fault_source {
-        FaultSource::Ebpf => FaultCounting::Ebpf,
-        FaultSource::Off => FaultCounting::Off,
-        _ => FaultCounting::MemoryStat {
+    let memory_stat_has_lru = hierarchy.version == CgroupVersion::V2;
+    let needs_memory_stat =
+        fault_source == FaultSource::MemoryStat || (memory_stat_has_lru && !memcg_events);
+    pipeline.count_from(CounterSources {
+        memory_stat: needs_memory_stat.then(|| MemoryStatScope {
             root: hierarchy.root.clone(),
             version: hierarchy.version,
             // With descendants, a watched cgroup's hierarchical counters cover them.
             watched: targets.iter().map(|t| t.relative.clone()).collect(),
-        },
+        }),
+        kernel_lru: memcg_events,
+        kernel_faults,
+        report_faults: fault_source != FaultSource::Off,
     });
     let scope = if cli.cgroup.is_empty() {
         "all memory cgroups".to_owned()

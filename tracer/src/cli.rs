@@ -51,6 +51,11 @@ pub struct Cli {
     #[arg(long, value_enum, default_value = "auto")]
     pub faults: FaultSource,
 
+    /// Count each cgroup's LRU pages scanned/reclaimed in the kernel (memcg/count_memcg_events).
+    /// Needed on cgroup v1, whose memory.stat lacks them; it runs on every page fault.
+    #[arg(long)]
+    pub memcg_events: bool,
+
     /// Kernel BTF to read structure layouts from.
     #[arg(long, value_name = "FILE", default_value = VMLINUX_BTF)]
     pub btf: PathBuf,

@@ -5,7 +5,7 @@
 use std::{collections::HashMap, fs, path::Path};
 
 use serde::Serialize;
-use tracer_common::MemcgSlot;
+use tracer_common::{MEMCG_SLOTS, MemcgSlot};
 
 use crate::{
     cgroup::{CgroupResolver, CgroupVersion},
@@ -28,8 +28,8 @@ pub enum FaultSource {
     Off,
 }
 
-/// All faults and major faults, per cgroup path.
-pub type FaultTotals = HashMap<String, [u64; 2]>;
+/// Per-cgroup counters by path, indexed by [`MemcgSlot`] (LRU pages scanned/reclaimed, faults).
+pub type CgroupCounters = HashMap<String, [u64; MEMCG_SLOTS]>;
 
 /// One cgroup's faults over a period.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -42,7 +42,23 @@ pub struct FaultRow {
     pub major_per_s: f64,
 }
 
-fn stat_faults(dir: &Path, hierarchical: bool, version: CgroupVersion) -> Option<[u64; 2]> {
+/// memory.stat item names per slot: v2 has them all; v1 has no pgscan/pgsteal.
+fn stat_key(slot: MemcgSlot) -> &'static str {
+    match slot {
+        MemcgSlot::PgscanDirect => "pgscan_direct",
+        MemcgSlot::PgstealDirect => "pgsteal_direct",
+        MemcgSlot::PgscanKswapd => "pgscan_kswapd",
+        MemcgSlot::PgstealKswapd => "pgsteal_kswapd",
+        MemcgSlot::Pgfault => "pgfault",
+        MemcgSlot::Pgmajfault => "pgmajfault",
+    }
+}
+
+fn stat_counters(
+    dir: &Path,
+    hierarchical: bool,
+    version: CgroupVersion,
+) -> Option<[u64; MEMCG_SLOTS]> {
     let text = fs::read_to_string(dir.join("memory.stat")).ok()?;
     // v1 keeps local and total_ (hierarchical) items; v2's are all hierarchical.
     let prefix = if hierarchical && version == CgroupVersion::V1 {
@@ -55,27 +71,32 @@ fn stat_faults(dir: &Path, hierarchical: bool, version: CgroupVersion) -> Option
         text.lines()
             .find_map(|l| l.strip_prefix(&wanted)?.trim().parse().ok())
     };
-    Some([get("pgfault")?, get("pgmajfault")?])
+    get("pgfault")?;
+    let mut values = [0; MEMCG_SLOTS];
+    for slot in MemcgSlot::ALL {
+        values[slot as usize] = get(stat_key(slot)).unwrap_or(0);
+    }
+    Some(values)
 }
 
-/// Faults of each watched cgroup, its descendants included.
-pub fn watched_totals(root: &Path, version: CgroupVersion, watched: &[String]) -> FaultTotals {
+/// Counters of each watched cgroup, its descendants included.
+pub fn watched_totals(root: &Path, version: CgroupVersion, watched: &[String]) -> CgroupCounters {
     watched
         .iter()
         .filter_map(|rel| {
             let dir = root.join(rel.trim_start_matches('/'));
-            Some((rel.clone(), stat_faults(&dir, true, version)?))
+            Some((rel.clone(), stat_counters(&dir, true, version)?))
         })
         .collect()
 }
 
-/// Faults charged to each cgroup itself (children excluded), for the whole hierarchy.
-pub fn all_totals(root: &Path, version: CgroupVersion) -> FaultTotals {
-    let mut totals = FaultTotals::new();
+/// Counters of each cgroup itself (children excluded), for the whole hierarchy.
+pub fn all_totals(root: &Path, version: CgroupVersion) -> CgroupCounters {
+    let mut totals = CgroupCounters::new();
     let mut stack = vec![(root.to_path_buf(), "/".to_owned())];
     while let Some((dir, rel)) = stack.pop() {
-        let own = stat_faults(&dir, version == CgroupVersion::V2, version);
-        let mut children_sum = [0u64; 2];
+        let own = stat_counters(&dir, version == CgroupVersion::V2, version);
+        let mut children = [0u64; MEMCG_SLOTS];
         for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
             if !entry.file_type().is_ok_and(|t| t.is_dir()) {
                 continue;
@@ -87,22 +108,21 @@ pub fn all_totals(root: &Path, version: CgroupVersion) -> FaultTotals {
                 format!("{rel}/{name}")
             };
             if version == CgroupVersion::V2 {
-                if let Some(child) = stat_faults(&entry.path(), true, version) {
-                    children_sum[0] += child[0];
-                    children_sum[1] += child[1];
+                if let Some(child) = stat_counters(&entry.path(), true, version) {
+                    children
+                        .iter_mut()
+                        .zip(child)
+                        .for_each(|(sum, c)| *sum += c);
                 }
             }
             stack.push((entry.path(), child_rel));
         }
-        if let Some([all, major]) = own {
+        if let Some(mut own) = own {
             // v2 counts are recursive: what the children had is not this cgroup's own.
-            totals.insert(
-                rel,
-                [
-                    all.saturating_sub(children_sum[0]),
-                    major.saturating_sub(children_sum[1]),
-                ],
-            );
+            own.iter_mut()
+                .zip(children)
+                .for_each(|(v, c)| *v = v.saturating_sub(c));
+            totals.insert(rel, own);
         }
     }
     totals
@@ -122,34 +142,27 @@ pub fn count_cgroups(root: &Path) -> usize {
     count
 }
 
-/// Faults from the kernel's per-memcg counters, by path.
-pub fn ebpf_totals(counters: &MemcgCounters, cgroups: &mut CgroupResolver) -> FaultTotals {
-    let mut totals = FaultTotals::new();
+/// The kernel's per-memcg counters, by path.
+pub fn kernel_totals(counters: &MemcgCounters, cgroups: &mut CgroupResolver) -> CgroupCounters {
+    let mut totals = CgroupCounters::new();
     for (memcg, counts) in counters {
-        let (all, major) = (
-            counts[MemcgSlot::Pgfault as usize],
-            counts[MemcgSlot::Pgmajfault as usize],
-        );
-        if all + major == 0 {
-            continue;
-        }
         let path = cgroups.path(*memcg).unwrap_or_else(|| "?".into());
         let entry = totals.entry(path).or_default();
-        entry[0] += all;
-        entry[1] += major;
+        entry.iter_mut().zip(counts).for_each(|(sum, c)| *sum += c);
     }
     totals
 }
 
-/// Rows for `now - before`, over `period_ns`, most faults first.
-pub fn rows(now: &FaultTotals, before: &FaultTotals, period_ns: u64) -> Vec<FaultRow> {
+/// Fault rows for `now - before`, over `period_ns`, most faults first.
+pub fn rows(now: &CgroupCounters, before: &CgroupCounters, period_ns: u64) -> Vec<FaultRow> {
     let secs = (period_ns as f64 / 1e9).max(1e-9);
+    let (all_slot, major_slot) = (MemcgSlot::Pgfault as usize, MemcgSlot::Pgmajfault as usize);
     let mut rows: Vec<FaultRow> = now
         .iter()
-        .filter_map(|(cgroup, [all, major])| {
-            let [all0, major0] = before.get(cgroup).copied().unwrap_or_default();
-            let all = all.saturating_sub(all0);
-            let major = major.saturating_sub(major0);
+        .filter_map(|(cgroup, counts)| {
+            let base = before.get(cgroup).copied().unwrap_or_default();
+            let all = counts[all_slot].saturating_sub(base[all_slot]);
+            let major = counts[major_slot].saturating_sub(base[major_slot]);
             (all > 0).then(|| {
                 let minor = all.saturating_sub(major);
                 FaultRow {
@@ -192,10 +205,11 @@ mod tests {
         write_stat(root.path(), (10, 1), (110, 6));
         write_stat(&root.path().join("a"), (100, 5), (100, 5));
         let all = all_totals(root.path(), CgroupVersion::V1);
-        assert_eq!(all["/"], [10, 1]);
-        assert_eq!(all["/a"], [100, 5]);
+        assert_eq!(all["/"][4..], [10, 1]);
+        assert_eq!(all["/a"][4..], [100, 5]);
+        assert_eq!(all["/a"][..4], [0; 4], "v1 has no pgscan/pgsteal");
         let watched = watched_totals(root.path(), CgroupVersion::V1, &["/".into()]);
-        assert_eq!(watched["/"], [110, 6]);
+        assert_eq!(watched["/"][4..], [110, 6]);
     }
 
     #[test]
@@ -205,7 +219,7 @@ mod tests {
             fs::create_dir_all(dir).unwrap();
             fs::write(
                 dir.join("memory.stat"),
-                format!("anon 0\npgfault {all}\npgmajfault {major}\n"),
+                format!("anon 0\npgfault {all}\npgmajfault {major}\npgscan_direct {major}\npgsteal_direct 1\n"),
             )
             .unwrap();
         };
@@ -213,19 +227,20 @@ mod tests {
         v2(&root.path().join("a/b"), 200, 20);
         v2(&root.path().join("a/c"), 50, 0);
         let all = all_totals(root.path(), CgroupVersion::V2);
-        assert_eq!(all["/a"], [50, 10]);
-        assert_eq!(all["/a/b"], [200, 20]);
+        assert_eq!(all["/a"], [10, 0, 0, 0, 50, 10]);
+        assert_eq!(all["/a/b"], [20, 1, 0, 0, 200, 20]);
         assert!(!all.contains_key("/"), "the v2 root has no memory.stat");
         assert_eq!(count_cgroups(root.path()), 4);
     }
 
     #[test]
     fn rows_are_deltas_with_rates() {
-        let before = FaultTotals::from([("/a".into(), [100, 10])]);
-        let now = FaultTotals::from([
-            ("/a".into(), [300, 30]),
-            ("/b".into(), [5, 0]),
-            ("/c".into(), [0, 0]),
+        let f = |all: u64, major: u64| [0, 0, 0, 0, all, major];
+        let before = CgroupCounters::from([("/a".into(), f(100, 10))]);
+        let now = CgroupCounters::from([
+            ("/a".into(), f(300, 30)),
+            ("/b".into(), f(5, 0)),
+            ("/c".into(), f(0, 0)),
         ]);
         let rows = rows(&now, &before, 2_000_000_000);
         assert_eq!(rows.len(), 2);

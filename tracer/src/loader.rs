@@ -69,7 +69,9 @@ pub struct LoadOptions<'a> {
     pub watched: &'a [u64],
     /// ... with or without their descendants.
     pub descendants: bool,
-    /// Count page faults per memcg in the kernel (costs every fault).
+    /// Attach memcg/count_memcg_events (runs on every page fault, ~100 ns each) ...
+    pub memcg_events: bool,
+    /// ... and count page faults per memcg there too.
     pub count_faults: bool,
 }
 
@@ -93,6 +95,7 @@ impl Tracer {
             watched,
             descendants,
             count_faults,
+            memcg_events,
         } = *options;
         let filter = FilterConfig {
             enabled: !watched.is_empty() as u32,
@@ -119,7 +122,9 @@ impl Tracer {
         }
         let mut hooks = vec![oom::attach(&mut ebpf, kernel)];
         hooks.extend(reclaim::attach(&mut ebpf, kernel));
-        hooks.push(memcg::attach(&mut ebpf, kernel));
+        if memcg_events {
+            hooks.push(memcg::attach(&mut ebpf, kernel));
+        }
         Ok(Self { ebpf, hooks })
     }
 

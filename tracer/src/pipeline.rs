@@ -15,10 +15,10 @@ use crate::{
     cgroup::CgroupVersion,
     clock::BootClock,
     decode::{DecodeContext, Event},
-    faults::{self, FaultTotals},
+    faults::{self, CgroupCounters},
     k8s::{self, Labeler},
     loader::KernelCounters,
-    memcg::{self, MemcgCounters, MemcgPages},
+    memcg::MemcgPages,
     oom::ReclaimBefore,
     sink::{RunSummary, Sink, Summary},
     stats::{StallAggregator, SummaryRow},
@@ -44,25 +44,31 @@ pub struct Pipeline {
     /// the classic OOM hook and keeps the two in step).
     watched_ids: HashMap<u64, bool>,
     labeler: Labeler,
-    fault_counting: FaultCounting,
-    /// Fault totals at start and at the last interval.
-    faults_start: FaultTotals,
-    faults_seen: FaultTotals,
+    sources: CounterSources,
+    /// Per-cgroup counters at start and at the last interval.
+    counters_start: CgroupCounters,
+    counters_at_interval: CgroupCounters,
 }
 
-/// Where fault counts come from (see faults.rs for the trade-off).
+/// Where per-cgroup LRU page and fault counters come from (see faults.rs for the trade-off).
 #[derive(Clone, Debug, Default)]
-pub enum FaultCounting {
-    #[default]
-    Off,
-    /// memory.stat of `watched` (hierarchical) or, when empty, of every cgroup (own faults).
-    MemoryStat {
-        root: PathBuf,
-        version: CgroupVersion,
-        watched: Vec<String>,
-    },
-    /// The kernel's per-memcg counters.
-    Ebpf,
+pub struct CounterSources {
+    /// memory.stat each summary: of the watched cgroups (hierarchical), or of every cgroup.
+    pub memory_stat: Option<MemoryStatScope>,
+    /// LRU pages scanned/reclaimed from the kernel hook instead (v1 memory.stat lacks them).
+    pub kernel_lru: bool,
+    /// Faults from the kernel hook instead.
+    pub kernel_faults: bool,
+    /// Report faults at all (`--faults off` still reads memory.stat for LRU pages on v2).
+    pub report_faults: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct MemoryStatScope {
+    pub root: PathBuf,
+    pub version: CgroupVersion,
+    /// Empty: every cgroup.
+    pub watched: Vec<String>,
 }
 
 struct RecentStall {
@@ -109,38 +115,56 @@ impl Pipeline {
             recent: VecDeque::new(),
             watched_ids: HashMap::new(),
             labeler: Labeler::new(k8s::KUBELET_PODS),
-            fault_counting: FaultCounting::Off,
-            faults_start: FaultTotals::new(),
-            faults_seen: FaultTotals::new(),
+            sources: CounterSources::default(),
+            counters_start: CgroupCounters::new(),
+            counters_at_interval: CgroupCounters::new(),
         }
     }
 
-    /// Counts faults from `counting`, from now on.
-    pub fn count_faults(&mut self, counting: FaultCounting) {
-        self.fault_counting = counting;
-        self.faults_start = self.fault_totals(&KernelCounters::default());
-        self.faults_seen = self.faults_start.clone();
+    /// Reads per-cgroup counters from `sources`, from now on.
+    pub fn count_from(&mut self, sources: CounterSources) {
+        self.sources = sources;
+        self.counters_start = self.cgroup_counters(&KernelCounters::default());
+        self.counters_at_interval = self.counters_start.clone();
     }
 
-    fn fault_totals(&mut self, counters: &KernelCounters) -> FaultTotals {
-        let totals = match &self.fault_counting {
-            FaultCounting::Off => return FaultTotals::new(),
-            FaultCounting::MemoryStat {
+    fn cgroup_counters(&mut self, kernel: &KernelCounters) -> CgroupCounters {
+        let mut totals = match &self.sources.memory_stat {
+            Some(MemoryStatScope {
                 root,
                 version,
                 watched,
-            } if watched.is_empty() => faults::all_totals(root, *version),
-            FaultCounting::MemoryStat {
+            }) if watched.is_empty() => faults::all_totals(root, *version),
+            Some(MemoryStatScope {
                 root,
                 version,
                 watched,
-            } => {
-                return faults::watched_totals(root, *version, watched);
-            }
-            FaultCounting::Ebpf => {
-                faults::ebpf_totals(&counters.memcg_pages, &mut self.decoder.cgroups)
-            }
+            }) => faults::watched_totals(root, *version, watched),
+            None => CgroupCounters::new(),
         };
+        let from_kernel = [
+            (self.sources.kernel_lru, 0..4),
+            (self.sources.kernel_faults, 4..MEMCG_SLOTS),
+        ];
+        if from_kernel.iter().any(|(on, _)| *on) {
+            let kernel = faults::kernel_totals(&kernel.memcg_pages, &mut self.decoder.cgroups);
+            for (on, slots) in from_kernel.into_iter().filter(|(on, _)| *on) {
+                let _ = on;
+                totals.values_mut().for_each(|v| v[slots.clone()].fill(0));
+                for (path, counts) in &kernel {
+                    let entry = totals.entry(path.clone()).or_default();
+                    entry[slots.clone()].copy_from_slice(&counts[slots.clone()]);
+                }
+            }
+        }
+        let scoped = self
+            .sources
+            .memory_stat
+            .as_ref()
+            .is_some_and(|m| !m.watched.is_empty());
+        if scoped && !self.sources.kernel_lru && !self.sources.kernel_faults {
+            return totals;
+        }
         totals
             .into_iter()
             .filter(|(path, _)| self.watched(&[path]))
@@ -322,28 +346,36 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Per-cgroup LRU page counts since `before`, watched cgroups only, most scanned first.
-    fn memcg_rows(&mut self, now: &MemcgCounters, before: &MemcgCounters) -> Vec<MemcgPages> {
-        let mut by_path: HashMap<String, [u64; MEMCG_SLOTS]> = HashMap::new();
-        for (memcg, counts) in memcg::delta(now, before) {
-            if !MemcgPages::reclaimed_any(&counts) {
-                continue;
-            }
-            let path = self
-                .decoder
-                .cgroups
-                .path(memcg)
-                .unwrap_or_else(|| "?".into());
-            if self.watched(&[&path]) {
-                let sum = by_path.entry(path).or_default();
-                for (total, count) in sum.iter_mut().zip(counts) {
-                    *total += count;
-                }
-            }
+    fn fault_rows(
+        &self,
+        now: &CgroupCounters,
+        since_start: bool,
+        period_ns: u64,
+    ) -> Vec<faults::FaultRow> {
+        if !self.sources.report_faults {
+            return Vec::new();
         }
-        let mut rows: Vec<MemcgPages> = by_path
-            .into_iter()
-            .map(|(path, counts)| MemcgPages::new(path, counts))
+        let before = if since_start {
+            &self.counters_start
+        } else {
+            &self.counters_at_interval
+        };
+        faults::rows(now, before, period_ns)
+    }
+
+    /// Per-cgroup LRU page counts since `before`, most scanned first.
+    fn memcg_rows(now: &CgroupCounters, before: &CgroupCounters) -> Vec<MemcgPages> {
+        let mut rows: Vec<MemcgPages> = now
+            .iter()
+            .filter_map(|(path, counts)| {
+                let base = before.get(path).copied().unwrap_or_default();
+                let mut delta = [0; MEMCG_SLOTS];
+                delta
+                    .iter_mut()
+                    .zip(counts.iter().zip(base))
+                    .for_each(|(d, (n, b))| *d = n.saturating_sub(b));
+                MemcgPages::reclaimed_any(&delta).then(|| MemcgPages::new(path.clone(), delta))
+            })
             .collect();
         rows.sort_by(|a, b| {
             (b.scanned_direct + b.scanned_kswapd)
@@ -382,15 +414,16 @@ impl Pipeline {
             period_ns: self.period_started.elapsed().as_nanos() as u64,
             rows: self.stall_rows(false),
             kswapd_wakeups: self.wakeup_rows(&counters.kswapd_wakeups, &wakeups_before),
-            memcg_pages: self.memcg_rows(&counters.memcg_pages, &seen.memcg_pages),
+            memcg_pages: Vec::new(),
             faults: Vec::new(),
         };
-        let faults_now = self.fault_totals(&counters);
+        let now = self.cgroup_counters(&counters);
         let summary = Summary {
-            faults: faults::rows(&faults_now, &self.faults_seen, summary.period_ns),
+            memcg_pages: Self::memcg_rows(&now, &self.counters_at_interval),
+            faults: self.fault_rows(&now, false, summary.period_ns),
             ..summary
         };
-        self.faults_seen = faults_now;
+        self.counters_at_interval = now;
         self.period_started = Instant::now();
         self.emit_summary(summary)
     }
@@ -408,12 +441,13 @@ impl Pipeline {
             period_ns: self.started.elapsed().as_nanos() as u64,
             rows: self.stall_rows(true),
             kswapd_wakeups: self.wakeup_rows(&counters.kswapd_wakeups, &HashMap::new()),
-            memcg_pages: self.memcg_rows(&counters.memcg_pages, &MemcgCounters::new()),
+            memcg_pages: Vec::new(),
             faults: Vec::new(),
         };
-        let faults_now = self.fault_totals(&counters);
+        let now = self.cgroup_counters(&counters);
         let summary = Summary {
-            faults: faults::rows(&faults_now, &self.faults_start, summary.period_ns),
+            memcg_pages: Self::memcg_rows(&now, &self.counters_start),
+            faults: self.fault_rows(&now, true, summary.period_ns),
             ..summary
         };
         self.emit_summary(summary)?;

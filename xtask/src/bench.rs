@@ -19,6 +19,7 @@ use crate::{cargo, run, workspace_root};
 const ROUNDS: usize = 7;
 const FAULT_STORM_MIB_PER_THREAD: &str = "1024";
 const CGROUP_COUNT: usize = 10_000;
+const RECLAIM_STORM_MIB: u32 = 1024;
 
 struct Bins {
     memstall: PathBuf,
@@ -40,15 +41,17 @@ impl Drop for Running {
 enum Tracer {
     Off,
     Memstall,
+    MemstallMemcgEvents,
     MemstallFaultCounter,
     BpftracePageFault,
     BpftraceMemcgEvents,
 }
 
 impl Tracer {
-    const ALL: [Tracer; 5] = [
+    const ALL: [Tracer; 6] = [
         Self::Off,
         Self::Memstall,
+        Self::MemstallMemcgEvents,
         Self::MemstallFaultCounter,
         Self::BpftracePageFault,
         Self::BpftraceMemcgEvents,
@@ -58,6 +61,7 @@ impl Tracer {
         match self {
             Self::Off => "off",
             Self::Memstall => "memstall (default: faults from memory.stat)",
+            Self::MemstallMemcgEvents => "memstall --memcg-events",
             Self::MemstallFaultCounter => "memstall --faults ebpf",
             Self::BpftracePageFault => "bpftrace exceptions:page_fault_user @[cgroup]=count()",
             Self::BpftraceMemcgEvents => "bpftrace memcg:count_memcg_events @[id]=count()",
@@ -68,9 +72,12 @@ impl Tracer {
     fn start(self, bins: &Bins) -> Result<Option<Running>> {
         let (mut command, ready_on_stderr, marker) = match self {
             Self::Off => return Ok(None),
-            Self::Memstall | Self::MemstallFaultCounter => {
+            Self::Memstall | Self::MemstallMemcgEvents | Self::MemstallFaultCounter => {
                 let mut c = Command::new(&bins.memstall);
                 c.args(["--json", "/dev/null", "--interval", "1"]);
+                if self == Self::MemstallMemcgEvents {
+                    c.arg("--memcg-events");
+                }
                 if self == Self::MemstallFaultCounter {
                     c.args(["--faults", "ebpf"]);
                 }
@@ -143,7 +150,7 @@ fn fault_storm(bins: &Bins) -> Result<f64> {
 
 /// Page cache cycling through a 64 MiB memory cgroup: every charge reclaims.
 fn reclaim_storm(bins: &Bins, cgroup: &Path, file: &Path) -> Result<f64> {
-    let spec = format!("{}:256", file.display());
+    let spec = format!("{}:{RECLAIM_STORM_MIB}", file.display());
     timed(|| {
         let child = Command::new(&bins.memhog)
             .args([
@@ -392,7 +399,7 @@ pub fn bench() -> Result<()> {
     }
     let _ = writeln!(
         out,
-        "\n## memcg-reclaim storm (256 MiB of page cache read through a 64 MiB cgroup; goal ≤ 1.03×)\n\n| tracer | median | spread | ratio |\n| --- | --- | --- | --- |"
+        "\n## memcg-reclaim storm ({RECLAIM_STORM_MIB} MiB of page cache read through a 64 MiB cgroup; goal ≤ 1.03×)\n\n| tracer | median | spread | ratio |\n| --- | --- | --- | --- |"
     );
     let base = median(&reclaim[0]);
     for (i, tracer) in Tracer::ALL.iter().enumerate() {
@@ -411,7 +418,7 @@ pub fn bench() -> Result<()> {
     );
     let _ = writeln!(
         out,
-        "## Tracer footprint over 10 s (goal ≤ 40 MiB with {CGROUP_COUNT} cgroups)\n\n| situation | RSS | peak RSS | CPU |\n| --- | --- | --- | --- |"
+        "## Tracer footprint over 10 s (goal ≤ 40 MiB with {CGROUP_COUNT} cgroups)\n\nRSS after start-up; the peak is start-up parsing the kernel's BTF, freed before tracing.\n\n| situation | RSS | peak RSS | CPU |\n| --- | --- | --- | --- |"
     );
     for (what, (rss, hwm, cpu)) in [
         ("idle", idle),
