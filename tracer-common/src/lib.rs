@@ -13,6 +13,7 @@ pub const TASK_COMM_LEN: usize = 16;
 pub enum EventKind {
     OomKill = 1,
     Stall = 2,
+    OomContext = 3,
 }
 
 impl EventKind {
@@ -20,6 +21,7 @@ impl EventKind {
         match value {
             1 => Some(Self::OomKill),
             2 => Some(Self::Stall),
+            3 => Some(Self::OomContext),
             _ => None,
         }
     }
@@ -31,7 +33,7 @@ impl EventKind {
 }
 
 /// Slots of the in-kernel drop counter (events lost because the ring buffer was full).
-pub const DROP_SLOTS: u32 = 2;
+pub const DROP_SLOTS: u32 = 3;
 
 /// What a task (or kswapd) was doing while it stalled; [`StallEvent::stall_kind`].
 #[repr(u32)]
@@ -171,6 +173,67 @@ pub struct OomKillEvent {
     /// One of [`oom_source`].
     pub source: u32,
     pub _reserved: u32,
+}
+
+/// fentry on oom_kill_process(): the kernel's own oom_control for the kill, which makes the
+/// victim's score exact instead of reconstructed. Arrives just before the OomKillEvent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct OomContextEvent {
+    pub header: EventHeader,
+    /// pid (thread id) of oc->chosen.
+    pub victim_pid: u32,
+    /// enum oom_constraint: 0 none, 1 cpuset, 2 memory policy, 3 memcg.
+    pub constraint: u32,
+    /// oc->memcg's id (0 for a global OOM).
+    pub memcg_id: u64,
+    pub totalpages: u64,
+    pub chosen_points: i64,
+}
+
+/// Offsets in struct oom_control, for the fentry hook (from BTF; `valid` 0 when unresolved).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct OomControlLayout {
+    pub valid: u32,
+    pub memcg: u32,
+    pub totalpages: u32,
+    pub chosen: u32,
+    pub chosen_points: u32,
+    pub constraint: u32,
+}
+
+/// Latencies the fentry/fexit hooks time, per memcg, as log2 histograms kept in the kernel.
+pub mod latency {
+    /// __mem_cgroup_charge(): charging a page to its memcg, reclaim and retries included.
+    pub const CHARGE: u32 = 0;
+    /// handle_mm_fault(): the page fault as the application feels it.
+    pub const FAULT: u32 = 1;
+    pub const KINDS: usize = 2;
+    /// Bucket b holds latencies in [2^(b-1), 2^b) ns (bucket 0: 0 ns).
+    pub const BUCKETS: u32 = 40;
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct LatencyKey {
+    pub memcg_id: u64,
+    /// One of [`latency`]'s kinds.
+    pub kind: u32,
+    pub bucket: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct LatencyValue {
+    pub count: u64,
+    pub sum_ns: u64,
+    /// Charges that failed (-ENOMEM) in this bucket; 0 for faults.
+    pub failed: u64,
 }
 
 /// Kernel structure layout, resolved from the running kernel's BTF by the loader and handed to
@@ -322,6 +385,9 @@ mod user {
     unsafe impl aya::Pod for MarkVictimFormat {}
     unsafe impl aya::Pod for MemcgItems {}
     unsafe impl aya::Pod for FilterConfig {}
+    unsafe impl aya::Pod for OomControlLayout {}
+    unsafe impl aya::Pod for LatencyKey {}
+    unsafe impl aya::Pod for LatencyValue {}
     unsafe impl aya::Pod for MemcgCounterKey {}
 
     /// Why a ring-buffer record could not be decoded.
@@ -347,6 +413,7 @@ mod user {
     pub enum RawEvent {
         OomKill(OomKillEvent),
         Stall(StallEvent),
+        OomContext(OomContextEvent),
     }
 
     fn read<T: bytemuck::Pod>(bytes: &[u8]) -> Result<T, DecodeError> {
@@ -367,6 +434,7 @@ mod user {
             match EventKind::from_u32(header.kind) {
                 Some(EventKind::OomKill) => read(bytes).map(Self::OomKill),
                 Some(EventKind::Stall) => read(bytes).map(Self::Stall),
+                Some(EventKind::OomContext) => read(bytes).map(Self::OomContext),
                 None => Err(DecodeError::UnknownKind(header.kind)),
             }
         }

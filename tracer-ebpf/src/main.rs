@@ -4,6 +4,7 @@
 
 mod events;
 mod filter;
+mod latency;
 mod memcg;
 mod oom;
 mod reclaim;

@@ -3,6 +3,7 @@
 //! reclaim items returns at once.
 use aya_ebpf::{
     Global,
+    bindings::BPF_F_NO_PREALLOC,
     macros::{btf_tracepoint, map, raw_tracepoint},
     maps::PerCpuHashMap,
     programs::{BtfTracePointContext, RawTracePointContext},
@@ -21,7 +22,7 @@ static MEMCG_ITEMS: Global<MemcgItems> = Global::new(MemcgItems {
 
 #[map]
 pub static MEMCG_COUNTERS: PerCpuHashMap<MemcgCounterKey, u64> =
-    PerCpuHashMap::with_max_entries(65536, 0);
+    PerCpuHashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
 
 /// count_memcg_events(struct mem_cgroup *memcg, int item, unsigned long val)
 fn count(memcg: u64, item: u32, val: u64) {

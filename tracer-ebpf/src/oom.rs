@@ -1,18 +1,20 @@
 //! OOM kills: oom/mark_victim fires in the context of the task whose allocation invoked the OOM
 //! killer, once per chosen victim.
 use aya_ebpf::{
-    macros::{btf_tracepoint, map, tracepoint},
+    Global,
+    macros::{btf_tracepoint, fentry, map, tracepoint},
     maps::Array,
-    programs::{BtfTracePointContext, TracePointContext},
+    programs::{BtfTracePointContext, FEntryContext, TracePointContext},
 };
 use tracer_common::{
-    EventKind, KernelLayout, MarkVictimFormat, OomKillEvent, TASK_COMM_LEN, oom_source,
+    EventKind, KernelLayout, MarkVictimFormat, OomContextEvent, OomControlLayout, OomKillEvent,
+    TASK_COMM_LEN, oom_source,
 };
 
 use crate::{
     events::{EVENTS, count_drop, header},
     filter::{current_watched, task_watched},
-    task::{current_info, layout, read, task_info},
+    task::{css_id, current_info, layout, read, task_info},
 };
 
 /// The classic record's field offsets; a map rather than a global because the loader only
@@ -127,5 +129,43 @@ pub fn oom_mark_victim_tp(ctx: TracePointContext) -> i32 {
         _reserved: 0,
     };
     emit(&event);
+    0
+}
+
+// SAFETY: all-zero means "not resolved"; the hook then does nothing.
+#[unsafe(no_mangle)]
+static OOM_CONTROL_LAYOUT: Global<OomControlLayout> = Global::new(unsafe { core::mem::zeroed() });
+
+/// fentry on oom_kill_process(oc, message): the kill's own oom_control, before the victim is
+/// marked (where kernels allow trampolines).
+#[fentry(function = "oom_kill_process")]
+pub fn oom_kill_process_entry(ctx: FEntryContext) -> i32 {
+    let oc_layout = OOM_CONTROL_LAYOUT.load();
+    let layout = layout();
+    if oc_layout.valid == 0 {
+        return 0;
+    }
+    let oc: u64 = ctx.arg(0);
+    let chosen: u64 = read(oc, oc_layout.chosen).unwrap_or(0);
+    let memcg: u64 = read(oc, oc_layout.memcg).unwrap_or(0);
+    let event = OomContextEvent {
+        header: header(EventKind::OomContext),
+        victim_pid: read(chosen, layout.task_pid).unwrap_or(0),
+        constraint: read(oc, oc_layout.constraint).unwrap_or(0),
+        memcg_id: if memcg == 0 {
+            0
+        } else {
+            css_id(&layout, memcg + layout.memcg_css as u64)
+        },
+        totalpages: read(oc, oc_layout.totalpages).unwrap_or(0),
+        chosen_points: read(oc, oc_layout.chosen_points).unwrap_or(0),
+    };
+    match EVENTS.reserve::<OomContextEvent>(0) {
+        Some(mut entry) => {
+            entry.write(event);
+            entry.submit(0);
+        }
+        None => count_drop(EventKind::OomContext),
+    }
     0
 }

@@ -5,6 +5,7 @@
 //! tracepoint's TP_PROTO arguments, so they share one body.
 use aya_ebpf::{
     EbpfContext, Global,
+    bindings::BPF_F_NO_PREALLOC,
     bindings::BPF_F_USER_STACK,
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
     macros::{btf_tracepoint, map, raw_tracepoint},
@@ -38,6 +39,22 @@ struct InFlight {
     _pad: u32,
 }
 
+impl InFlight {
+    /// A stall starting at `start_ns`, no LRU passes yet.
+    fn new(start_ns: u64, gfp_flags: u64, order: i32, nid: i32) -> Self {
+        Self {
+            start_ns,
+            gfp_flags,
+            order,
+            nid,
+            scanned: 0,
+            reclaimed: 0,
+            passes: 0,
+            _pad: 0,
+        }
+    }
+}
+
 /// (tid << 8 | kind) → stall in progress. LRU so a task killed mid-reclaim cannot leak a slot.
 #[map]
 static IN_FLIGHT: LruHashMap<u64, InFlight> = LruHashMap::with_max_entries(16384, 0);
@@ -48,7 +65,8 @@ static KSWAPD: LruHashMap<u32, InFlight> = LruHashMap::with_max_entries(1024, 0)
 
 /// kswapd wake-up requests (mm_vmscan_wakeup_kswapd) per memcg id of the requesting task.
 #[map]
-pub static KSWAPD_WAKEUPS: PerCpuHashMap<u64, u64> = PerCpuHashMap::with_max_entries(16384, 0);
+pub static KSWAPD_WAKEUPS: PerCpuHashMap<u64, u64> =
+    PerCpuHashMap::with_max_entries(16384, BPF_F_NO_PREALLOC);
 
 /// What both program flavours give: the tracepoint's arguments and a context for stacks.
 trait Args: EbpfContext + StackIdContext {
@@ -80,17 +98,7 @@ fn begin(kind: StallKind, order: i32, gfp_flags: u64, nid: i32) {
     if !current_watched(&layout()) {
         return;
     }
-    let entry = InFlight {
-        start_ns: now(),
-        gfp_flags,
-        order,
-        nid,
-        scanned: 0,
-        reclaimed: 0,
-        passes: 0,
-        _pad: 0,
-    };
-    let _ = IN_FLIGHT.insert(key(kind), entry, 0);
+    let _ = IN_FLIGHT.insert(key(kind), InFlight::new(now(), gfp_flags, order, nid), 0);
 }
 
 fn emit<C: Args>(
@@ -237,16 +245,7 @@ fn kswapd_wake<C: Args>(ctx: &C) {
         return;
     }
     let nid = ctx.u64_arg(0) as u32;
-    let run = InFlight {
-        start_ns: now(),
-        gfp_flags: 0,
-        order: ctx.u64_arg(2) as i32,
-        nid: nid as i32,
-        scanned: 0,
-        reclaimed: 0,
-        passes: 0,
-        _pad: 0,
-    };
+    let run = InFlight::new(now(), 0, ctx.u64_arg(2) as i32, nid as i32);
     let _ = KSWAPD.insert(nid, run, 0);
 }
 
@@ -291,16 +290,7 @@ fn throttled<C: Args>(ctx: &C) {
         return;
     }
     let delayed_us = ctx.u64_arg(2) as u32 as u64;
-    let run = InFlight {
-        start_ns: 0,
-        gfp_flags: 0,
-        order: -1,
-        nid: ctx.u64_arg(0) as i32,
-        scanned: 0,
-        reclaimed: 0,
-        passes: 0,
-        _pad: 0,
-    };
+    let run = InFlight::new(0, 0, -1, ctx.u64_arg(0) as i32);
     emit(
         ctx,
         StallKind::Throttled,

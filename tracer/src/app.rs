@@ -2,6 +2,7 @@
 use std::{
     fmt, fs,
     io::{self, BufWriter},
+    net::SocketAddr,
     path::PathBuf,
     process::ExitCode,
 };
@@ -12,7 +13,7 @@ use clap::Parser as _;
 use crate::{
     EBPF_OBJECT,
     cgroup::{CgroupFilter, CgroupResolver, CgroupVersion, MemoryHierarchy},
-    cli::{Cli, Command, OomArgs},
+    cli::{Cli, Command, OomArgs, TraceArgs},
     decode::DecodeContext,
     faults::{self, FaultSource},
     k8s::{self, Labeler},
@@ -22,6 +23,7 @@ use crate::{
     postmortem::PostMortem,
     preflight,
     run::run,
+    serve::Exporter,
     sink::{HumanSink, JsonSink, Sink},
     target::{self, Resolver, Target},
 };
@@ -66,7 +68,9 @@ pub fn main() -> ExitCode {
         .init();
     let result = match &cli.command {
         Some(Command::Oom(args)) => oom(args),
-        None => trace(cli),
+        Some(Command::Doctor(args)) => crate::doctor::run(args),
+        Some(Command::Serve(args)) => trace(&args.trace, Some(args.listen)),
+        None => trace(&cli.trace, None),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -157,11 +161,17 @@ fn release_free_memory() {
     }
 }
 
-fn trace(cli: Cli) -> Result<()> {
+/// The default command; with `listen`, also the Prometheus exporter (`memstall serve`).
+fn trace(cli: &TraceArgs, listen: Option<SocketAddr>) -> Result<()> {
     let hierarchy = detect_hierarchy()?;
     let targets = resolve_targets(&hierarchy, &cli.cgroup)?;
     let filter = filter_for(&targets, !cli.no_descendants);
-    let sinks = open_sinks(&cli.json)?;
+    let mut sinks = open_sinks(&cli.json)?;
+    let exporter = listen.map(Exporter::bind).transpose()?;
+    let interval = match &exporter {
+        Some(exporter) => Some(exporter.attach(&mut sinks, cli.interval)),
+        None => cli.interval,
+    };
 
     preflight::check_privileges()?;
     preflight::check_btf(&cli.btf)?;
@@ -194,6 +204,7 @@ fn trace(cli: Cli) -> Result<()> {
         descendants: !cli.no_descendants,
         count_faults: kernel_faults,
         memcg_events,
+        latency: cli.latency,
     };
     let mut tracer = Tracer::load(EBPF_OBJECT, &kernel, &options)?;
     // The parsed kernel BTF is tens of MiB and only needed to load: give it back now.
@@ -213,6 +224,9 @@ fn trace(cli: Cli) -> Result<()> {
         .filter(|h| h.attached.is_err() || !h.notes.is_empty())
     {
         eprintln!("memstall: note: {hook}");
+    }
+    if let Some(exporter) = &exporter {
+        exporter.hooks(&tracer.hooks);
     }
 
     let mut decoder = DecodeContext::new(CgroupResolver::new(&hierarchy.root), hierarchy.version);
@@ -250,8 +264,12 @@ fn trace(cli: Cli) -> Result<()> {
         FaultSource::Off => "faults: off",
         _ => "faults: memory.stat",
     };
+    let serving = exporter
+        .as_ref()
+        .map(|e| format!("; Prometheus metrics at http://{}/metrics", e.addr))
+        .unwrap_or_default();
     let ready = format!(
-        "memstall: tracing {scope} (cgroup {} at {}; {}; {fault_note}); Ctrl-C to stop",
+        "memstall: tracing {scope} (cgroup {} at {}; {}; {fault_note}){serving}; Ctrl-C to stop",
         hierarchy.version_name(),
         hierarchy.root.display(),
         hooks.join(", ")
@@ -261,12 +279,14 @@ fn trace(cli: Cli) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    // Served beside the event loop; dropped with the runtime when tracing ends.
+    let _server = exporter.map(|exporter| runtime.spawn(exporter.serve()));
     let summary = runtime.block_on(run(
         tracer,
         pipeline,
         targets,
         cli.duration,
-        cli.interval,
+        interval,
         || eprintln!("{ready}"),
     ))?;
     eprintln!(

@@ -1,5 +1,5 @@
 //! Command-line interface.
-use std::{path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -12,6 +12,13 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
 
+    #[command(flatten)]
+    pub trace: TraceArgs,
+}
+
+/// How to trace: the default command's options, shared with `serve`.
+#[derive(Debug, Args)]
+pub struct TraceArgs {
     /// Write events as JSON Lines to FILE ("-" for stdout, which replaces the human lines).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -56,6 +63,11 @@ pub struct Cli {
     #[arg(long)]
     pub memcg_events: bool,
 
+    /// Time memcg charges (with failed charges) and page faults per cgroup with fentry/fexit,
+    /// where the kernel allows trampolines. Runs on every page fault.
+    #[arg(long)]
+    pub latency: bool,
+
     /// Kernel BTF to read structure layouts from.
     #[arg(long, value_name = "FILE", default_value = VMLINUX_BTF)]
     pub btf: PathBuf,
@@ -66,6 +78,24 @@ pub enum Command {
     /// OOM kills still in the kernel log, each explained (scope, scores, scoreboard, memory
     /// breakdown): a post-mortem that works when memstall was not running.
     Oom(OomArgs),
+
+    /// Trace like the default command and serve per-cgroup metrics to Prometheus over HTTP
+    /// (GET /metrics): stall histograms, page faults, LRU pages, OOM kills, drops, hooks.
+    Serve(ServeArgs),
+
+    /// Can this machine run memstall? Checks kernel, BTF, cgroups, tracefs and privileges, and
+    /// really loads and attaches every hook, saying what each missing one costs.
+    Doctor(crate::doctor::DoctorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to serve /metrics on (IP:PORT; loopback unless told otherwise).
+    #[arg(long, value_name = "ADDR", default_value = crate::serve::DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub trace: TraceArgs,
 }
 
 #[derive(Debug, Args)]
@@ -123,15 +153,45 @@ mod tests {
             "/sys/fs/cgroup/memory/b",
         ])
         .unwrap();
-        assert_eq!(cli.json, Some(PathBuf::from("-")));
-        assert_eq!(cli.duration, Some(Duration::from_millis(2500)));
-        assert_eq!(cli.cgroup.len(), 2);
-        assert_eq!(cli.btf, PathBuf::from(VMLINUX_BTF));
-        assert_eq!(cli.threshold, Duration::from_millis(10));
+        assert_eq!(cli.trace.json, Some(PathBuf::from("-")));
+        assert_eq!(cli.trace.duration, Some(Duration::from_millis(2500)));
+        assert_eq!(cli.trace.cgroup.len(), 2);
+        assert_eq!(cli.trace.btf, PathBuf::from(VMLINUX_BTF));
+        assert_eq!(cli.trace.threshold, Duration::from_millis(10));
         let cli =
             Cli::try_parse_from(["memstall", "--threshold", "0.5", "--interval", "1"]).unwrap();
-        assert_eq!(cli.threshold, Duration::from_micros(500));
-        assert_eq!(cli.interval, Some(Duration::from_secs(1)));
+        assert_eq!(cli.trace.threshold, Duration::from_micros(500));
+        assert_eq!(cli.trace.interval, Some(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn serve_subcommand_takes_the_trace_flags() {
+        let cli = Cli::try_parse_from([
+            "memstall",
+            "serve",
+            "--cgroup",
+            "/a",
+            "--threshold",
+            "5",
+            "--faults",
+            "off",
+            "--memcg-events",
+        ])
+        .unwrap();
+        let args = match cli.command {
+            Some(Command::Serve(args)) => args,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(args.listen, "127.0.0.1:9464".parse().unwrap());
+        assert_eq!(args.trace.cgroup, ["/a"]);
+        assert_eq!(args.trace.threshold, Duration::from_millis(5));
+        assert_eq!(args.trace.faults, FaultSource::Off);
+        assert!(args.trace.memcg_events);
+        assert_eq!(args.trace.btf, PathBuf::from(VMLINUX_BTF));
+        let cli = Cli::try_parse_from(["memstall", "serve", "--listen", "[::1]:0"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Serve(a)) if a.listen.port() == 0));
+        assert!(Cli::try_parse_from(["memstall", "serve", "--listen", "nowhere"]).is_err());
+        assert!(Cli::try_parse_from(["memstall", "--threshold", "5", "serve"]).is_err());
     }
 
     #[test]

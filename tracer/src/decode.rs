@@ -1,7 +1,9 @@
 //! Ring-buffer records to events: decode the bytes, then resolve ids to names and times.
 use aya::maps::{MapData, StackTraceMap};
 use serde::{Serialize, Serializer};
-use tracer_common::{DecodeError, RawEvent};
+use std::collections::HashMap;
+
+use tracer_common::{DecodeError, OomContextEvent, RawEvent};
 
 use crate::{
     cgroup::{CgroupResolver, CgroupVersion},
@@ -74,6 +76,8 @@ pub struct DecodeContext {
     pub symbolizer: Symbolizer,
     /// Kernel log reader and snapshotter for OOM kills; absent in byte-level tests.
     pub postmortem: Option<PostMortem>,
+    /// oom_control of kills in progress (fentry), by victim pid, until their OomKill arrives.
+    pub oom_contexts: HashMap<u32, OomContextEvent>,
 }
 
 impl DecodeContext {
@@ -85,6 +89,7 @@ impl DecodeContext {
             stack_map: None,
             symbolizer: Symbolizer::default(),
             postmortem: None,
+            oom_contexts: HashMap::new(),
         }
     }
 
@@ -93,6 +98,14 @@ impl DecodeContext {
         Ok(match RawEvent::decode(bytes)? {
             RawEvent::OomKill(raw) => Some(Event::OomKill(OomKill::decode(&raw, self))),
             RawEvent::Stall(raw) => Stall::decode(&raw, self).map(Event::Stall),
+            RawEvent::OomContext(raw) => {
+                // Bounded: a context whose kill never came (filtered out) must not pile up.
+                if self.oom_contexts.len() >= 64 {
+                    self.oom_contexts.clear();
+                }
+                self.oom_contexts.insert(raw.victim_pid, raw);
+                None
+            }
         })
     }
 

@@ -205,6 +205,21 @@ impl KernelBtf {
         tracer_common::MemcgItems { items }
     }
 
+    /// struct oom_control offsets for the fentry hook; `valid` 0 when BTF lacks them.
+    pub fn oom_control_layout(&self) -> tracer_common::OomControlLayout {
+        let resolve = || -> Result<tracer_common::OomControlLayout> {
+            Ok(tracer_common::OomControlLayout {
+                valid: 1,
+                memcg: self.offset_of("oom_control", "memcg")?,
+                totalpages: self.offset_of("oom_control", "totalpages")?,
+                chosen: self.offset_of("oom_control", "chosen")?,
+                chosen_points: self.offset_of("oom_control", "chosen_points")?,
+                constraint: self.offset_of("oom_control", "constraint")?,
+            })
+        };
+        resolve().unwrap_or_default()
+    }
+
     /// Whether the tp_btf hook `name` passes `struct task_struct *` as its first argument
     /// (oom/mark_victim did not before 6.8).
     pub fn tracepoint_first_arg_is_task(&self, name: &str) -> Result<bool> {
@@ -267,6 +282,7 @@ mod tests {
         sorted.sort();
         assert_eq!(sorted, counters, "MM_* counters are laid out in enum order");
         assert!(btf.tracepoint_first_arg_is_task("mark_victim").is_ok());
+        assert_eq!(btf.oom_control_layout().valid, 1);
         let items = btf.memcg_items(true).items;
         assert!(items.iter().all(|&i| i != u32::MAX), "{items:?}");
         let mut distinct = items.to_vec();

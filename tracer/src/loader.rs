@@ -5,11 +5,11 @@ use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Btf, Ebpf, EbpfLoader, Endianness,
     maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, StackTraceMap},
-    programs::{BtfTracePoint, RawTracePoint, TracePoint},
+    programs::{BtfTracePoint, FEntry, FExit, RawTracePoint, TracePoint},
 };
 use tracer_common::{FilterConfig, KernelLayout};
 
-use crate::{kernel_layout::KernelBtf, memcg, oom, reclaim};
+use crate::{kernel_layout::KernelBtf, latency, memcg, oom, reclaim};
 
 /// How one hook ended up attached, or why it is missing.
 #[derive(Clone, Debug)]
@@ -73,6 +73,9 @@ pub struct LoadOptions<'a> {
     pub memcg_events: bool,
     /// ... and count page faults per memcg there too.
     pub count_faults: bool,
+    /// Time memcg charges and page faults with fentry/fexit (where the kernel allows it; runs
+    /// on every fault).
+    pub latency: bool,
 }
 
 /// In-kernel aggregates, as totals since load.
@@ -81,6 +84,9 @@ pub struct KernelCounters {
     /// kswapd wake-up requests per memcg id of the requester.
     pub kswapd_wakeups: Vec<(u64, u64)>,
     pub memcg_pages: memcg::MemcgCounters,
+    pub latency: latency::LatencyCounters,
+    /// Events the kernel could not queue (ring buffer full); `None` when unreadable.
+    pub dropped: Option<u64>,
 }
 
 pub struct Tracer {
@@ -96,6 +102,7 @@ impl Tracer {
             descendants,
             count_faults,
             memcg_events,
+            latency,
         } = *options;
         let filter = FilterConfig {
             enabled: !watched.is_empty() as u32,
@@ -108,6 +115,7 @@ impl Tracer {
             .override_global("STACK_THRESHOLD_NS", &stack_threshold_ns, true)
             .override_global("MEMCG_ITEMS", &kernel.btf.memcg_items(count_faults), true)
             .override_global("FILTER", &filter, true)
+            .override_global("OOM_CONTROL_LAYOUT", &kernel.btf.oom_control_layout(), true)
             .load(object)
             .context("loading the eBPF object")?;
         // Before any program attaches, so no event of an unwatched cgroup slips through.
@@ -124,6 +132,10 @@ impl Tracer {
         hooks.extend(reclaim::attach(&mut ebpf, kernel));
         if memcg_events {
             hooks.push(memcg::attach(&mut ebpf, kernel));
+        }
+        hooks.push(oom::attach_context(&mut ebpf, kernel));
+        if latency {
+            hooks.extend(latency::attach(&mut ebpf, kernel));
         }
         Ok(Self { ebpf, hooks })
     }
@@ -143,6 +155,14 @@ impl Tracer {
                 log::warn!("reading per-cgroup reclaim counters: {err:#}");
                 memcg::MemcgCounters::new()
             }),
+            latency: latency::read_counters(&self.ebpf).unwrap_or_else(|err| {
+                log::warn!("reading latency histograms: {err:#}");
+                latency::LatencyCounters::new()
+            }),
+            dropped: self
+                .dropped()
+                .map_err(|err| log::warn!("reading the drop counter: {err:#}"))
+                .ok(),
         }
     }
 
@@ -210,6 +230,44 @@ pub fn attach_raw_tracepoint(ebpf: &mut Ebpf, program: &str, tracepoint: &str) -
     program
         .attach(tracepoint)
         .with_context(|| format!("attaching raw_tp/{tracepoint}"))?;
+    Ok(())
+}
+
+/// aya's load error for a refused trampoline spans the verifier log; say what it means.
+fn trampoline_refused(err: aya::programs::ProgramError, what: &str) -> anyhow::Error {
+    let text = err.to_string();
+    if text.contains("Operation not permitted") {
+        anyhow!("{what}: this kernel refuses fentry/fexit trampolines (EPERM)")
+    } else {
+        anyhow::Error::new(err).context(what.to_owned())
+    }
+}
+
+pub fn attach_fentry(ebpf: &mut Ebpf, program: &str, function: &str, btf: &Btf) -> Result<()> {
+    let program: &mut FEntry = ebpf
+        .program_mut(program)
+        .ok_or_else(|| anyhow!("program {program} missing from the object"))?
+        .try_into()?;
+    program
+        .load(function, btf)
+        .map_err(|e| trampoline_refused(e, &format!("loading fentry/{function}")))?;
+    program
+        .attach()
+        .with_context(|| format!("attaching fentry/{function}"))?;
+    Ok(())
+}
+
+pub fn attach_fexit(ebpf: &mut Ebpf, program: &str, function: &str, btf: &Btf) -> Result<()> {
+    let program: &mut FExit = ebpf
+        .program_mut(program)
+        .ok_or_else(|| anyhow!("program {program} missing from the object"))?
+        .try_into()?;
+    program
+        .load(function, btf)
+        .map_err(|e| trampoline_refused(e, &format!("loading fexit/{function}")))?;
+    program
+        .attach()
+        .with_context(|| format!("attaching fexit/{function}"))?;
     Ok(())
 }
 

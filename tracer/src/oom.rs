@@ -62,8 +62,14 @@ impl OomKill {
             // The classic record has no memcg: ask /proc while the victim is still exiting.
             None => memcg_of_pid(raw.victim.pid, ctx.version),
         };
+        let context = ctx.oom_contexts.remove(&raw.victim.pid);
+        let domain = context.and_then(|c| ctx.cgroups.path(c.memcg_id));
         let explanation = match ctx.postmortem.as_mut() {
-            Some(postmortem) => postmortem.explain_kill(raw.victim.pid, victim_cgroup.as_deref()),
+            Some(postmortem) => postmortem.explain_kill(
+                raw.victim.pid,
+                victim_cgroup.as_deref(),
+                context.as_ref().map(|c| (c, domain)),
+            ),
             None => Explanation::default(),
         };
         Self {
@@ -278,5 +284,30 @@ pub fn attach(
             .map(|()| "tracepoint oom/mark_victim".into())
             .map_err(|e| format!("{e:#}")),
         notes,
+    }
+}
+
+/// fentry on oom_kill_process(), for the kill's exact oom_control; trampolines are not
+/// available on every kernel, and the kill is still reported without it.
+pub fn attach_context(
+    ebpf: &mut aya::Ebpf,
+    kernel: &crate::loader::KernelInfo,
+) -> crate::loader::HookStatus {
+    let attached = if kernel.btf.oom_control_layout().valid == 0 {
+        Err("struct oom_control not in kernel BTF".to_owned())
+    } else {
+        crate::loader::attach_fentry(
+            ebpf,
+            "oom_kill_process_entry",
+            "oom_kill_process",
+            &kernel.aya_btf,
+        )
+        .map(|()| "fentry oom_kill_process".to_owned())
+        .map_err(|e| format!("{e:#}; OOM scores are reconstructed from the kernel log"))
+    };
+    crate::loader::HookStatus {
+        hook: "oom_context",
+        attached,
+        notes: Vec::new(),
     }
 }

@@ -17,6 +17,7 @@ use crate::{
     decode::{DecodeContext, Event},
     faults::{self, CgroupCounters},
     k8s::{self, Labeler},
+    latency::{self, LatencyCounters, LatencyRow},
     loader::KernelCounters,
     memcg::MemcgPages,
     oom::ReclaimBefore,
@@ -48,6 +49,9 @@ pub struct Pipeline {
     /// Per-cgroup counters at start and at the last interval.
     counters_start: CgroupCounters,
     counters_at_interval: CgroupCounters,
+    /// Kernel latency histograms at start and at the last interval.
+    latency_start: LatencyCounters,
+    latency_at_interval: LatencyCounters,
 }
 
 /// Where per-cgroup LRU page and fault counters come from (see faults.rs for the trade-off).
@@ -118,6 +122,8 @@ impl Pipeline {
             sources: CounterSources::default(),
             counters_start: CgroupCounters::new(),
             counters_at_interval: CgroupCounters::new(),
+            latency_start: LatencyCounters::new(),
+            latency_at_interval: LatencyCounters::new(),
         }
     }
 
@@ -246,7 +252,7 @@ impl Pipeline {
                     return Ok(());
                 }
             }
-            Ok(RawEvent::OomKill(_)) => {}
+            Ok(RawEvent::OomKill(_) | RawEvent::OomContext(_)) => {}
         }
         // An outlier or an OOM kill: decode in full, name, enrich and report it.
         let Ok(Some(mut event)) = self.decoder.decode(bytes) else {
@@ -363,6 +369,21 @@ impl Pipeline {
         faults::rows(now, before, period_ns)
     }
 
+    fn latency_rows(&mut self, now: &LatencyCounters, since_start: bool) -> Vec<LatencyRow> {
+        let before = if since_start {
+            &self.latency_start
+        } else {
+            &self.latency_at_interval
+        };
+        let decoder = &mut self.decoder;
+        let filter = &self.filter;
+        let mut name = |id: u64| decoder.cgroups.path(id).unwrap_or_else(|| "?".into());
+        latency::rows(now, before, &mut name)
+            .into_iter()
+            .filter(|row| filter.is_everything() || filter.matches(&row.cgroup))
+            .collect()
+    }
+
     /// Per-cgroup LRU page counts since `before`, most scanned first.
     fn memcg_rows(now: &CgroupCounters, before: &CgroupCounters) -> Vec<MemcgPages> {
         let mut rows: Vec<MemcgPages> = now
@@ -408,22 +429,21 @@ impl Pipeline {
     pub fn interval(&mut self, counters: KernelCounters) -> Result<()> {
         let seen = std::mem::replace(&mut self.counters_seen, counters.clone());
         let wakeups_before: HashMap<u64, u64> = seen.kswapd_wakeups.iter().copied().collect();
+        let period_ns = self.period_started.elapsed().as_nanos() as u64;
+        let now = self.cgroup_counters(&counters);
         let summary = Summary {
             scope: "interval",
             time_ns: now_unix_ns(),
-            period_ns: self.period_started.elapsed().as_nanos() as u64,
+            period_ns,
             rows: self.stall_rows(false),
             kswapd_wakeups: self.wakeup_rows(&counters.kswapd_wakeups, &wakeups_before),
-            memcg_pages: Vec::new(),
-            faults: Vec::new(),
-        };
-        let now = self.cgroup_counters(&counters);
-        let summary = Summary {
             memcg_pages: Self::memcg_rows(&now, &self.counters_at_interval),
-            faults: self.fault_rows(&now, false, summary.period_ns),
-            ..summary
+            faults: self.fault_rows(&now, false, period_ns),
+            latency: self.latency_rows(&counters.latency, false),
+            dropped: counters.dropped,
         };
         self.counters_at_interval = now;
+        self.latency_at_interval = counters.latency.clone();
         self.period_started = Instant::now();
         self.emit_summary(summary)
     }
@@ -435,20 +455,18 @@ impl Pipeline {
         dropped: u64,
         hooks: Vec<String>,
     ) -> Result<RunSummary> {
+        let period_ns = self.started.elapsed().as_nanos() as u64;
+        let now = self.cgroup_counters(&counters);
         let summary = Summary {
             scope: "total",
             time_ns: now_unix_ns(),
-            period_ns: self.started.elapsed().as_nanos() as u64,
+            period_ns,
             rows: self.stall_rows(true),
             kswapd_wakeups: self.wakeup_rows(&counters.kswapd_wakeups, &HashMap::new()),
-            memcg_pages: Vec::new(),
-            faults: Vec::new(),
-        };
-        let now = self.cgroup_counters(&counters);
-        let summary = Summary {
             memcg_pages: Self::memcg_rows(&now, &self.counters_start),
-            faults: self.fault_rows(&now, true, summary.period_ns),
-            ..summary
+            faults: self.fault_rows(&now, true, period_ns),
+            latency: self.latency_rows(&counters.latency, true),
+            dropped: Some(dropped),
         };
         self.emit_summary(summary)?;
         self.run.time_ns = now_unix_ns();

@@ -9,6 +9,7 @@ use std::{
 };
 
 use serde::Serialize;
+use tracer_common::OomContextEvent;
 
 use crate::{
     cgroup::{CgroupVersion, MemoryHierarchy},
@@ -40,6 +41,9 @@ pub struct Explanation {
     pub scoreboard: Vec<Candidate>,
     /// `kernel_log` (exact) or `snapshot` (read after the fact).
     pub report: &'static str,
+    /// True when constraint, totalpages and points are the kernel's own oom_control (fentry
+    /// on oom_kill_process), not reconstructed.
+    pub exact: bool,
 }
 
 pub struct PostMortem {
@@ -292,11 +296,37 @@ impl PostMortem {
         e
     }
 
-    pub fn explain_kill(&mut self, victim_pid: u32, victim_cgroup: Option<&str>) -> Explanation {
-        match self.kernel_report(victim_pid) {
+    pub fn explain_kill(
+        &mut self,
+        victim_pid: u32,
+        victim_cgroup: Option<&str>,
+        context: Option<(&OomContextEvent, Option<String>)>,
+    ) -> Explanation {
+        let mut e = match self.kernel_report(victim_pid) {
             Some(report) => self.from_report(&report, victim_pid),
             None => self.from_snapshot(victim_cgroup, victim_pid),
+        };
+        if let Some((oc, domain)) = context {
+            // The kernel's own figures win over the reconstruction.
+            e.constraint = Some(
+                match oc.constraint {
+                    0 => "global",
+                    1 => "cpuset",
+                    2 => "mempolicy",
+                    3 => "memcg",
+                    _ => "unknown",
+                }
+                .to_owned(),
+            );
+            if oc.memcg_id != 0 {
+                e.oom_cgroup = domain.or(e.oom_cgroup);
+            }
+            e.totalpages = Some(oc.totalpages);
+            e.points = Some(oc.chosen_points);
+            e.oom_score = Some(oom_score::normalized(oc.chosen_points, oc.totalpages));
+            e.exact = true;
         }
+        e
     }
 }
 

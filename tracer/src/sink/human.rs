@@ -103,6 +103,26 @@ pub fn write_table(out: &mut impl Write, summary: &Summary) -> std::io::Result<(
             )?;
         }
     }
+    if !summary.latency.is_empty() {
+        writeln!(
+            out,
+            "{:<40} {:<11} {:>10} {:>10} {:>10} {:>10} {:>8}",
+            "CGROUP (LATENCY)", "KIND", "COUNT", "P50", "P99", "MAX", "FAILED"
+        )?;
+        for row in &summary.latency {
+            writeln!(
+                out,
+                "{:<40} {:<11} {:>10} {:>10} {:>10} {:>10} {:>8}",
+                row.cgroup,
+                row.kind,
+                row.count,
+                format!("<{}", Ms(row.p50_ns + 1)),
+                format!("<{}", Ms(row.p99_ns + 1)),
+                format!("<{}", Ms(row.max_ns + 1)),
+                row.failed
+            )?;
+        }
+    }
     if !summary.faults.is_empty() {
         writeln!(
             out,

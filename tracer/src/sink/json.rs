@@ -4,7 +4,9 @@ use anyhow::{Context as _, Result};
 use serde::Serialize;
 
 use super::{RunSummary, Sink, Summary};
-use crate::{decode::Event, faults::FaultRow, memcg::MemcgPages, stats::SummaryRow};
+use crate::{
+    decode::Event, faults::FaultRow, latency::LatencyRow, memcg::MemcgPages, stats::SummaryRow,
+};
 
 /// JSON Lines: one object per event, `summary` objects per interval and at the end, then a
 /// `run_end` object.
@@ -74,6 +76,15 @@ struct FaultsLine<'a> {
     faults: &'a FaultRow,
 }
 
+#[derive(Serialize)]
+#[serde(tag = "type", rename = "latency")]
+struct LatencyLine<'a> {
+    #[serde(flatten)]
+    period: &'a Period,
+    #[serde(flatten)]
+    latency: &'a LatencyRow,
+}
+
 impl<W: Write> Sink for JsonSink<W> {
     fn event(&mut self, event: &Event) -> Result<()> {
         self.line(event)?;
@@ -104,6 +115,12 @@ impl<W: Write> Sink for JsonSink<W> {
             self.line(&MemcgPagesLine {
                 period: &period,
                 pages,
+            })?;
+        }
+        for latency in &summary.latency {
+            self.line(&LatencyLine {
+                period: &period,
+                latency,
             })?;
         }
         for faults in &summary.faults {
@@ -207,6 +224,8 @@ mod tests {
                 major: 1,
                 ..Default::default()
             }],
+            latency: Vec::new(),
+            dropped: None,
         };
         let mut sink = JsonSink::new(Vec::new());
         sink.summary(&summary).unwrap();

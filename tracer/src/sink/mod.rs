@@ -1,6 +1,7 @@
 //! Where events and summaries go: people (lines, tables, histograms) and machines (JSON Lines).
 mod human;
 mod json;
+pub mod prometheus;
 
 pub use human::HumanSink;
 pub use json::JsonSink;
@@ -8,7 +9,9 @@ pub use json::JsonSink;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::{decode::Event, faults::FaultRow, memcg::MemcgPages, stats::SummaryRow};
+use crate::{
+    decode::Event, faults::FaultRow, latency::LatencyRow, memcg::MemcgPages, stats::SummaryRow,
+};
 
 /// The end of a run: what was seen and what was lost.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -44,6 +47,10 @@ pub struct Summary {
     pub memcg_pages: Vec<MemcgPages>,
     /// Page faults per cgroup in the period.
     pub faults: Vec<FaultRow>,
+    /// Charge and page-fault latency per cgroup (`--latency`).
+    pub latency: Vec<LatencyRow>,
+    /// Events the kernel could not queue since start (ring buffer full), where known.
+    pub dropped: Option<u64>,
 }
 
 pub trait Sink {

@@ -1,0 +1,149 @@
+//! What only fentry/fexit can give: the kill's own oom_control, charge and fault latency.
+//! Kernels that refuse trampolines (this project's dev host) must degrade with a note; in the
+//! VMs (`cargo xtask vmtest` sets MEMSTALL_EXPECT_FENTRY=1) the hooks must attach and report.
+use std::{process::Stdio, time::Duration};
+
+use memstall_tests::{MIB, MemCgroup, Memstall, memhog, read_json_lines, wait_until};
+use serde_json::Value;
+
+fn expect_fentry() -> bool {
+    std::env::var_os("MEMSTALL_EXPECT_FENTRY").is_some_and(|v| v == "1")
+}
+
+fn hook<'a>(run_end: &'a Value, name: &str) -> &'a str {
+    run_end["hooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .find(|h| h.starts_with(&format!("{name}: ")))
+        .unwrap_or_else(|| panic!("no {name} hook in {run_end}"))
+}
+
+/// Returns whether the hook attached; panics if it should have, or if it failed without a reason.
+fn attached(run_end: &Value, name: &str, stderr: &[String]) -> bool {
+    let status = hook(run_end, name);
+    let ok = !status.contains("unavailable");
+    if expect_fentry() {
+        assert!(ok, "{status}");
+    } else if !ok {
+        assert!(
+            status.contains("fentry") || status.contains("fexit"),
+            "{status}"
+        );
+        assert!(
+            stderr
+                .iter()
+                .any(|l| l.contains(&format!("note: {name}: unavailable"))),
+            "{stderr:?}"
+        );
+    }
+    ok
+}
+
+#[test]
+fn oom_context_makes_the_score_exact() {
+    let cgroup = MemCgroup::create("oomctx", 32 * MIB).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("events.jsonl");
+    let cg = cgroup.path.to_str().unwrap();
+    let memstall = Memstall::start(&["--json", json.to_str().unwrap(), "--cgroup", cg]).unwrap();
+    let mut hog = memhog()
+        .args(["--cgroup", cg, "--anon-mib", "128"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let victim = hog.id();
+    hog.wait().unwrap();
+    assert!(wait_until(Duration::from_secs(5), || cgroup
+        .oom_kills()
+        .unwrap()
+        >= 1));
+    std::thread::sleep(Duration::from_millis(500));
+    let (status, stderr) = memstall.stop(libc::SIGINT).unwrap();
+    assert!(status.success(), "{stderr:?}");
+    let events = read_json_lines(&json).unwrap();
+    let kill = events
+        .iter()
+        .find(|e| e["type"] == "oom_kill" && e["victim_pid"] == victim)
+        .expect("the kill");
+    if !attached(events.last().unwrap(), "oom_context", &stderr) {
+        assert_eq!(kill["exact"], false);
+        return;
+    }
+    assert_eq!(kill["exact"], true, "{kill}");
+    assert_eq!(kill["constraint"], "memcg");
+    assert_eq!(kill["oom_cgroup"], cgroup.relative.as_str());
+    assert_eq!(kill["totalpages"], 32 * MIB / 4096);
+    // The kernel's chosen_points and memstall's reconstruction from the task table agree.
+    let board = kill["scoreboard"].as_array().unwrap();
+    let victim_row = board
+        .iter()
+        .find(|c| c["victim"] == true)
+        .expect("victim on the scoreboard");
+    assert_eq!(victim_row["points"], kill["points"], "{kill}");
+}
+
+#[test]
+fn charge_and_fault_latency_per_cgroup() {
+    let cgroup = MemCgroup::create("latency", 256 * MIB).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("events.jsonl");
+    let cg = cgroup.path.to_str().unwrap();
+    let memstall = Memstall::start(&[
+        "--json",
+        json.to_str().unwrap(),
+        "--latency",
+        "--cgroup",
+        cg,
+    ])
+    .unwrap();
+    let status = memhog()
+        .args(["--cgroup", cg, "--anon-mib", "64"])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, stderr) = memstall.stop(libc::SIGINT).unwrap();
+    assert!(status.success(), "{stderr:?}");
+    let events = read_json_lines(&json).unwrap();
+    let run_end = events.last().unwrap();
+    let charge = attached(run_end, "charge_latency", &stderr);
+    let fault = attached(run_end, "fault_latency", &stderr);
+    let row = |kind: &str| {
+        events.iter().find(|e| {
+            e["type"] == "latency"
+                && e["scope"] == "total"
+                && e["kind"] == kind
+                && e["cgroup"] == cgroup.relative.as_str()
+        })
+    };
+    let pages = 64 * MIB / 4096;
+    for (on, kind) in [(charge, "charge"), (fault, "page_fault")] {
+        match row(kind) {
+            Some(r) if on => {
+                assert!(
+                    r["count"].as_u64().unwrap() >= pages,
+                    "one per touched page: {r}"
+                );
+                let p50 = r["p50_ns"].as_u64().unwrap();
+                assert!(
+                    p50 > 0
+                        && p50 <= r["p99_ns"].as_u64().unwrap()
+                        && r["p99_ns"].as_u64() <= r["max_ns"].as_u64(),
+                    "{r}"
+                );
+                let bucket_sum: u64 = r["buckets"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|b| b["count"].as_u64().unwrap())
+                    .sum();
+                assert_eq!(bucket_sum, r["count"].as_u64().unwrap());
+            }
+            Some(r) => panic!("{kind} rows without the hook: {r}"),
+            None => assert!(!on, "{kind} hook attached but no rows"),
+        }
+    }
+}

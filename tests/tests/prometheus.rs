@@ -1,0 +1,381 @@
+//! `memstall serve` scraped by a real Prometheus server: memcg reclaim stalls arrive as a
+//! histogram Prometheus can take quantiles of, and an OOM kill as a counter that equals the
+//! kernel's own.
+use std::{
+    fs,
+    io::{Read as _, Write as _},
+    net::{TcpListener, TcpStream},
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use memstall_tests::{MIB, MemCgroup, Memstall, memhog, memstall_bin, wait_until};
+use serde_json::Value;
+
+const PROMETHEUS: &str = "/usr/bin/prometheus";
+
+/// Debian's Prometheus, installed only when missing (CI machines start fresh, as root).
+fn ensure_prometheus() {
+    if Path::new(PROMETHEUS).exists() {
+        return;
+    }
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends", "prometheus"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !install() {
+        let updated = Command::new("apt-get")
+            .args(["update", "-q"])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(updated.success(), "apt-get update: {updated}");
+        assert!(install(), "apt-get install prometheus failed");
+    }
+    // The package starts its service where systemd runs (on every interface): this test only
+    // wants the binary.
+    if Path::new("/run/systemd/system").exists() {
+        let _ = Command::new("systemctl")
+            .args(["disable", "--now", "prometheus.service"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+    assert!(
+        Path::new(PROMETHEUS).exists(),
+        "{PROMETHEUS} missing after install"
+    );
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed when the test ends, also on panic.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A plain HTTP/1.0 GET on loopback: (status, body).
+fn http_get(port: u16, path_and_query: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET {path_and_query} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let response = String::from_utf8_lossy(&response);
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Ok((status, body.to_owned()))
+}
+
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+struct Prometheus {
+    port: u16,
+    _child: KillOnDrop,
+}
+
+impl Prometheus {
+    fn start(dir: &Path, target_port: u16) -> Self {
+        let config = dir.join("prometheus.yml");
+        fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+                 scrape_configs:\n  - job_name: memstall\n    static_configs:\n      - targets: [\"127.0.0.1:{target_port}\"]\n"
+            ),
+        )
+        .unwrap();
+        let port = free_port();
+        let log = fs::File::create(dir.join("prometheus.log")).unwrap();
+        let child = Command::new(PROMETHEUS)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let prometheus = Self {
+            port,
+            _child: KillOnDrop(child),
+        };
+        let ready = wait_until(Duration::from_secs(30), || {
+            http_get(port, "/-/ready").is_ok_and(|(status, _)| status == 200)
+        });
+        assert!(
+            ready,
+            "Prometheus not ready: {}",
+            fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default()
+        );
+        prometheus
+    }
+
+    /// An instant query's result vector.
+    fn query(&self, promql: &str) -> Vec<Value> {
+        let (status, body) = http_get(
+            self.port,
+            &format!("/api/v1/query?query={}", url_encode(promql)),
+        )
+        .unwrap();
+        let reply: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        assert_eq!(status, 200, "{promql}: {body}");
+        assert_eq!(reply["status"], "success", "{promql}: {body}");
+        reply["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The value of a query that yields one series, if it does.
+    fn value(&self, promql: &str) -> Option<f64> {
+        let result = self.query(promql);
+        let [series] = result.as_slice() else {
+            return None;
+        };
+        series["value"][1].as_str()?.parse().ok()
+    }
+
+    /// Polls until `promql` yields one series whose value satisfies `ok`.
+    fn wait_for(&self, promql: &str, ok: impl Fn(f64) -> bool) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let value = self.value(promql);
+            if let Some(v) = value.filter(|v| ok(*v)) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{promql}: {value:?} after 60 s; all series: {:#?}",
+                self.query(r#"{__name__=~"memstall_.*_count|memstall_.*_total|up"}"#)
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+/// Page cache, then anonymous memory past the limit: charge-path reclaim in `cgroup`.
+fn pressure(cgroup: &MemCgroup, cache_file: &Path) {
+    let cg = cgroup.path.to_str().unwrap();
+    let spec = format!("{}:40", cache_file.display());
+    for args in [
+        vec!["--cgroup", cg, "--page-cache", &spec],
+        vec!["--cgroup", cg, "--anon-mib", "80"],
+    ] {
+        let status = memhog().args(&args).stdout(Stdio::null()).status().unwrap();
+        assert!(status.success(), "{args:?}: {status}");
+    }
+}
+
+#[test]
+fn prometheus_scrapes_stall_histograms_and_oom_kills() {
+    let started = Instant::now();
+    ensure_prometheus();
+    let reclaim = MemCgroup::create("prom-reclaim", 96 * MIB).unwrap();
+    let oom = MemCgroup::create("prom-oom", 32 * MIB).unwrap();
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let memstall = Memstall::start(&[
+        "serve",
+        "--listen",
+        &listen,
+        "--interval",
+        "1",
+        "--memcg-events",
+        "--cgroup",
+        reclaim.path.to_str().unwrap(),
+        "--cgroup",
+        &oom.relative,
+    ])
+    .unwrap();
+    let prometheus = Prometheus::start(dir.path(), port);
+
+    pressure(&reclaim, &dir.path().join("cache.img"));
+    let hog = memhog()
+        .args(["--cgroup", oom.path.to_str().unwrap(), "--anon-mib", "128"])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&hog),
+        Some(libc::SIGKILL),
+        "memhog should be OOM-killed, got {hog}"
+    );
+    let kernel_kills = oom.oom_kills().unwrap();
+    assert!(kernel_kills >= 1);
+
+    let stalls = format!(
+        r#"memstall_stall_seconds_count{{job="memstall",cgroup="{}",kind="memcg_reclaim"}}"#,
+        reclaim.relative
+    );
+    let count = prometheus.wait_for(&stalls, |v| v > 0.0);
+    let kills = format!(
+        r#"memstall_oom_kills_total{{cgroup="{}",constraint="memcg"}}"#,
+        oom.relative
+    );
+    prometheus.wait_for(&kills, |v| v == kernel_kills as f64);
+    // The pressure is over: once the last interval is scraped, the histogram is stable.
+    std::thread::sleep(Duration::from_secs(3));
+    let count = prometheus.value(&stalls).unwrap_or(count);
+
+    // The plain `_count` query of the brief finds the series too.
+    let all = prometheus.query("memstall_stall_seconds_count");
+    assert!(
+        all.iter()
+            .any(|s| s["metric"]["cgroup"] == reclaim.relative.as_str()
+                && s["metric"]["kind"] == "memcg_reclaim"),
+        "{all:#?}"
+    );
+    let selector = format!(
+        r#"memstall_stall_seconds_bucket{{cgroup="{}",kind="memcg_reclaim"}}"#,
+        reclaim.relative
+    );
+    let inf = prometheus
+        .value(&format!(
+            r#"memstall_stall_seconds_bucket{{cgroup="{}",kind="memcg_reclaim",le="+Inf"}}"#,
+            reclaim.relative
+        ))
+        .unwrap();
+    assert_eq!(inf, count, "+Inf bucket = count");
+    let sum = prometheus.value(&stalls.replace("_count", "_sum")).unwrap();
+    assert!(sum > 0.0 && sum < count * 60.0, "sum {sum} s of {count}");
+    let quantiles: Vec<f64> = [0.5, 0.99]
+        .iter()
+        .map(|q| {
+            prometheus
+                .value(&format!("histogram_quantile({q}, {selector})"))
+                .unwrap_or(f64::NAN)
+        })
+        .collect();
+    for q in &quantiles {
+        assert!(
+            q.is_finite() && *q > 0.0 && *q <= 67.2,
+            "histogram_quantile: {quantiles:?}"
+        );
+    }
+    assert!(quantiles[0] <= quantiles[1], "{quantiles:?}");
+    // Aggregating over the label set, the way dashboards do, works as well.
+    let by_le = prometheus
+        .value(&format!(
+            "histogram_quantile(0.9, sum by (le) ({selector}))"
+        ))
+        .unwrap();
+    assert!(by_le.is_finite() && by_le > 0.0, "{by_le}");
+
+    let faults = prometheus.wait_for(
+        &format!(
+            r#"memstall_page_faults_total{{cgroup="{}",kind="minor"}}"#,
+            reclaim.relative
+        ),
+        |v| v > 0.0,
+    );
+    // memhog touched 80 MiB of anonymous memory: at least one fault per 2 MiB, surely more.
+    assert!(faults >= 40.0, "minor faults {faults}");
+    prometheus.wait_for(
+        &format!(
+            r#"memstall_lru_pages_reclaimed_total{{cgroup="{}",reclaimer="direct"}}"#,
+            reclaim.relative
+        ),
+        |v| v > 0.0,
+    );
+    let last_kill = prometheus
+        .value(&format!(
+            r#"memstall_last_oom_kill_timestamp_seconds{{cgroup="{}"}}"#,
+            oom.relative
+        ))
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!((now - last_kill).abs() < 300.0, "{last_kill} vs {now}");
+    assert_eq!(
+        prometheus.value("memstall_ring_buffer_dropped_events_total"),
+        Some(0.0)
+    );
+    assert_eq!(
+        prometheus.value(r#"memstall_hook_up{hook="memcg_reclaim"}"#),
+        Some(1.0)
+    );
+    assert_eq!(prometheus.value(r#"up{job="memstall"}"#), Some(1.0));
+
+    // What Prometheus parsed, straight from the exporter: OpenMetrics, no per-process labels.
+    let (status, text) = http_get(port, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    assert!(!text.contains("pid=") && !text.contains("comm="), "{text}");
+    let sample: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.contains("_bucket{") || l.contains("le=\"0.000128\""))
+        .collect();
+    eprintln!("/metrics (buckets but one elided):\n{}", sample.join("\n"));
+    assert_eq!(http_get(port, "/nope").unwrap().0, 404);
+
+    let (status, stderr) = memstall.stop(libc::SIGTERM).unwrap();
+    assert!(status.success(), "{stderr:?}");
+    assert!(
+        stderr
+            .iter()
+            .any(|l| l.contains(&format!("Prometheus metrics at http://{listen}/metrics"))),
+        "{stderr:?}"
+    );
+    eprintln!(
+        "prometheus: {count} memcg_reclaim stalls, p50 {:.6} s, p99 {:.6} s, {kernel_kills} OOM kill(s); test took {:.1} s",
+        quantiles[0],
+        quantiles[1],
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// A port already taken is bad input: exit 2, one line, before anything loads.
+#[test]
+fn taken_port_is_a_one_line_error() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(memstall_bin())
+        .args(["serve", "--listen", &addr, "--duration", "1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("memstall: cannot listen on {addr}: ")),
+        "{stderr}"
+    );
+}
