@@ -1,10 +1,11 @@
 //! The `memstall` command: checks, load, attach, run, report.
 use std::{
     fmt, fs,
-    io::{self, BufWriter},
+    io::{self, BufWriter, IsTerminal as _},
     net::SocketAddr,
     path::PathBuf,
     process::ExitCode,
+    time::Duration,
 };
 
 use anyhow::{Context as _, Result};
@@ -17,6 +18,7 @@ use crate::{
     decode::DecodeContext,
     faults::{self, FaultSource},
     k8s::{self, Labeler},
+    live::{FinalSummaryOnly, LiveSink},
     loader::{KernelInfo, LoadOptions, Tracer},
     oom_view,
     pipeline::{CounterSources, MemoryStatScope, Pipeline},
@@ -87,7 +89,8 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn open_sinks(json: &Option<PathBuf>) -> Result<Vec<Box<dyn Sink>>> {
+/// `live`: a terminal shows the live view, with the human summary kept for the end.
+fn open_sinks(json: &Option<PathBuf>, live: bool) -> Result<Vec<Box<dyn Sink>>> {
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     match json {
         Some(path) if path.as_os_str() == "-" => {
@@ -101,6 +104,13 @@ fn open_sinks(json: &Option<PathBuf>) -> Result<Vec<Box<dyn Sink>>> {
             sinks.push(Box::new(HumanSink::new(io::stdout())));
         }
         None => sinks.push(Box::new(HumanSink::new(io::stdout()))),
+    }
+    if live {
+        for sink in sinks.iter_mut() {
+            let inner = std::mem::replace(sink, Box::new(LiveSink::new()));
+            *sink = Box::new(FinalSummaryOnly(inner));
+        }
+        sinks.insert(0, Box::new(LiveSink::new()));
     }
     Ok(sinks)
 }
@@ -141,7 +151,7 @@ fn detect_hierarchy() -> Result<MemoryHierarchy> {
 fn oom(args: &OomArgs) -> Result<()> {
     let hierarchy = detect_hierarchy()?;
     let filter = filter_for(&resolve_targets(&hierarchy, &args.cgroup)?, true);
-    let mut sinks = open_sinks(&args.json)?;
+    let mut sinks = open_sinks(&args.json, false)?;
     let shown = oom_view::show(&hierarchy, &filter, args.last, &mut sinks)?;
     if shown == 0 {
         eprintln!(
@@ -162,15 +172,32 @@ fn release_free_memory() {
 }
 
 /// The default command; with `listen`, also the Prometheus exporter (`memstall serve`).
+const LIVE_REFRESH: Duration = Duration::from_secs(1);
+
 fn trace(cli: &TraceArgs, listen: Option<SocketAddr>) -> Result<()> {
     let hierarchy = detect_hierarchy()?;
     let targets = resolve_targets(&hierarchy, &cli.cgroup)?;
     let filter = filter_for(&targets, !cli.no_descendants);
-    let mut sinks = open_sinks(&cli.json)?;
+    // Live view: a terminal on stdout, nobody asked for lines, JSON Lines or intervals.
+    let live = !cli.plain
+        && listen.is_none()
+        && cli.interval.is_none()
+        && io::stdout().is_terminal()
+        && cli.json.as_ref().is_none_or(|path| path.as_os_str() != "-");
+    let mut sinks = open_sinks(&cli.json, live)?;
     let exporter = listen.map(Exporter::bind).transpose()?;
     let interval = match &exporter {
         Some(exporter) => Some(exporter.attach(&mut sinks, cli.interval)),
+        None if live => Some(LIVE_REFRESH),
         None => cli.interval,
+    };
+    // bcc-style `--interval S --count N`: N summaries, then the total.
+    let duration = match (cli.count, interval) {
+        (Some(count), Some(every)) => {
+            let counted = every * count + Duration::from_millis(50);
+            Some(cli.duration.map_or(counted, |d| d.min(counted)))
+        }
+        _ => cli.duration,
     };
 
     preflight::check_privileges()?;
@@ -281,14 +308,9 @@ fn trace(cli: &TraceArgs, listen: Option<SocketAddr>) -> Result<()> {
         .context("starting the async runtime")?;
     // Served beside the event loop; dropped with the runtime when tracing ends.
     let _server = exporter.map(|exporter| runtime.spawn(exporter.serve()));
-    let summary = runtime.block_on(run(
-        tracer,
-        pipeline,
-        targets,
-        cli.duration,
-        interval,
-        || eprintln!("{ready}"),
-    ))?;
+    let summary = runtime.block_on(run(tracer, pipeline, targets, duration, interval, || {
+        eprintln!("{ready}")
+    }))?;
     eprintln!(
         "memstall: {} stall(s), {} event(s) reported in {:.1} s; {} dropped by the kernel (ring buffer full){}",
         summary.stalls,

@@ -37,6 +37,14 @@ pub struct TraceArgs {
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub interval: Option<Duration>,
 
+    /// With --interval: stop after N summaries (like bcc's tools).
+    #[arg(long, value_name = "N", requires = "interval", value_parser = clap::value_parser!(u32).range(1..))]
+    pub count: Option<u32>,
+
+    /// Plain lines even when stdout is a terminal (no live view).
+    #[arg(long)]
+    pub plain: bool,
+
     /// Only report events of this memory cgroup and its descendants, filtered in the kernel.
     /// An absolute cgroupfs path (/sys/fs/cgroup/memory/app), a path relative to the memory
     /// hierarchy root (/kubepods/burstable/pod…), or a systemd unit or slice name

@@ -14,6 +14,7 @@ pub mod k8s;
 pub mod kernel_layout;
 pub mod kmsg;
 pub mod latency;
+pub mod live;
 pub mod loader;
 pub mod memcg;
 pub mod oom;
