@@ -260,9 +260,15 @@ fn trace(cli: &TraceArgs, listen: Option<SocketAddr>) -> Result<()> {
     decoder.stack_map = Some(tracer.take_stacks()?);
     decoder.postmortem = Some(PostMortem::new(&hierarchy, true));
     let mut pipeline = Pipeline::new(decoder, filter, sinks, threshold_ns);
+    // v2's memory.stat has the LRU counters for free; v1 needs the kernel hook for them.
     let memory_stat_has_lru = hierarchy.version == CgroupVersion::V2;
-    let needs_memory_stat =
-        fault_source == FaultSource::MemoryStat || (memory_stat_has_lru && !memcg_events);
+    let hook_attached = tracer.hooks.iter().any(|h| h.hook == "memcg_pages" && h.attached.is_ok());
+    let kernel_faults = kernel_faults && hook_attached;
+    if fault_source == FaultSource::Ebpf && !kernel_faults {
+        eprintln!("memstall: note: --faults ebpf needs memcg/count_memcg_events, missing here: faults come from memory.stat");
+    }
+    let kernel_lru = memcg_events && hook_attached && !memory_stat_has_lru;
+    let needs_memory_stat = (fault_source != FaultSource::Off && !kernel_faults) || memory_stat_has_lru;
     pipeline.count_from(CounterSources {
         memory_stat: needs_memory_stat.then(|| MemoryStatScope {
             root: hierarchy.root.clone(),
@@ -270,7 +276,7 @@ fn trace(cli: &TraceArgs, listen: Option<SocketAddr>) -> Result<()> {
             // With descendants, a watched cgroup's hierarchical counters cover them.
             watched: targets.iter().map(|t| t.relative.clone()).collect(),
         }),
-        kernel_lru: memcg_events,
+        kernel_lru,
         kernel_faults,
         report_faults: fault_source != FaultSource::Off,
     });
