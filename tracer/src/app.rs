@@ -262,13 +262,19 @@ fn trace(cli: &TraceArgs, listen: Option<SocketAddr>) -> Result<()> {
     let mut pipeline = Pipeline::new(decoder, filter, sinks, threshold_ns);
     // v2's memory.stat has the LRU counters for free; v1 needs the kernel hook for them.
     let memory_stat_has_lru = hierarchy.version == CgroupVersion::V2;
-    let hook_attached = tracer.hooks.iter().any(|h| h.hook == "memcg_pages" && h.attached.is_ok());
+    let hook_attached = tracer
+        .hooks
+        .iter()
+        .any(|h| h.hook == "memcg_pages" && h.attached.is_ok());
     let kernel_faults = kernel_faults && hook_attached;
     if fault_source == FaultSource::Ebpf && !kernel_faults {
-        eprintln!("memstall: note: --faults ebpf needs memcg/count_memcg_events, missing here: faults come from memory.stat");
+        eprintln!(
+            "memstall: note: --faults ebpf needs memcg/count_memcg_events, missing here: faults come from memory.stat"
+        );
     }
     let kernel_lru = memcg_events && hook_attached && !memory_stat_has_lru;
-    let needs_memory_stat = (fault_source != FaultSource::Off && !kernel_faults) || memory_stat_has_lru;
+    let needs_memory_stat =
+        (fault_source != FaultSource::Off && !kernel_faults) || memory_stat_has_lru;
     pipeline.count_from(CounterSources {
         memory_stat: needs_memory_stat.then(|| MemoryStatScope {
             root: hierarchy.root.clone(),

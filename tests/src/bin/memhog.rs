@@ -129,7 +129,11 @@ fn main() -> Result<()> {
         }
         // One fault per 4 KiB page unless huge pages are asked for: tests count faults and
         // pages, and kernels differ in their THP default.
-        let advice = if args.thp { libc::MADV_HUGEPAGE } else { libc::MADV_NOHUGEPAGE };
+        let advice = if args.thp {
+            libc::MADV_HUGEPAGE
+        } else {
+            libc::MADV_NOHUGEPAGE
+        };
         // SAFETY: advising our own fresh mapping.
         if unsafe { libc::madvise(ptr, len, advice) } != 0 {
             bail!("madvise: {}", std::io::Error::last_os_error());
