@@ -194,3 +194,71 @@ fn shmem_oom_names_shmem_as_the_culprit() {
         "victim's shmem RSS: {kill}"
     );
 }
+
+/// Whether this process may lower oom_score_adj (CAP_SYS_RESOURCE): root in the VMs has it,
+/// the development host's root does not.
+fn can_exempt() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let caps = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or(0);
+    caps & (1 << 24) != 0
+}
+
+/// A task at oom_score_adj -1000 is never the victim, however large: the scoreboard marks it
+/// exempt and the smaller task dies.
+#[test]
+fn exempt_task_is_marked_and_spared() {
+    if !can_exempt() {
+        eprintln!(
+            "skipped: lowering oom_score_adj needs CAP_SYS_RESOURCE (runs in `cargo xtask vmtest`)"
+        );
+        return;
+    }
+    let cgroup = MemCgroup::create("exempt", 64 * MIB).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("events.jsonl");
+    let cg = cgroup.path.to_str().unwrap();
+    let memstall = Memstall::start(&["--json", json.to_str().unwrap(), "--cgroup", cg]).unwrap();
+    let mut exempt = hog_holding(&[
+        "--cgroup",
+        cg,
+        "--anon-mib",
+        "40",
+        "--oom-score-adj",
+        "-1000",
+        "--hold-secs",
+        "120",
+    ]);
+    let victim = run_to_kill(&["--cgroup", cg, "--anon-mib", "60"]);
+    assert!(wait_until(Duration::from_secs(10), || cgroup
+        .oom_kills()
+        .unwrap()
+        >= 1));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        exempt.try_wait().unwrap().is_none(),
+        "the exempt task survives"
+    );
+    let (status, stderr) = memstall.stop(libc::SIGINT).unwrap();
+    assert!(status.success(), "{stderr:?}");
+    let _ = exempt.kill();
+    let _ = exempt.wait();
+
+    let events = read_json_lines(&json).unwrap();
+    let kill = the_kill(&events, victim);
+    let board = kill["scoreboard"].as_array().unwrap();
+    let spared = board
+        .iter()
+        .find(|c| c["pid"] == exempt.id())
+        .expect("exempt task on the scoreboard");
+    assert_eq!(spared["exempt"], true, "{spared}");
+    assert!(spared["points"].is_null(), "{spared}");
+    assert_eq!(spared["oom_score_adj"], -1000);
+    assert!(
+        spared["rss_kb"].as_u64()
+            > board.iter().find(|c| c["victim"] == true).unwrap()["rss_kb"].as_u64()
+    );
+}
