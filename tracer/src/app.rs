@@ -14,7 +14,7 @@ use clap::Parser as _;
 use crate::{
     EBPF_OBJECT,
     cgroup::{CgroupFilter, CgroupResolver, CgroupVersion, MemoryHierarchy},
-    cli::{Cli, Command, OomArgs, TraceArgs},
+    cli::{Cli, Command, OomArgs, SoakArgs, TraceArgs},
     decode::DecodeContext,
     faults::{self, FaultSource},
     k8s::{self, Labeler},
@@ -27,6 +27,7 @@ use crate::{
     run::run,
     serve::Exporter,
     sink::{HumanSink, JsonSink, Sink},
+    soak::Soak,
     target::{self, Resolver, Target},
 };
 
@@ -43,6 +44,14 @@ impl UserError {
         Self {
             message: message.into(),
             code: 2,
+        }
+    }
+
+    /// A soak run breached a threshold (`memstall soak`): exit code 3.
+    pub fn breach(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            code: 3,
         }
     }
 
@@ -71,8 +80,9 @@ pub fn main() -> ExitCode {
     let result = match &cli.command {
         Some(Command::Oom(args)) => oom(args),
         Some(Command::Doctor(args)) => crate::doctor::run(args),
-        Some(Command::Serve(args)) => trace(&args.trace, Some(args.listen)),
-        None => trace(&cli.trace, None),
+        Some(Command::Serve(args)) => trace(&args.trace, Some(args.listen), None),
+        Some(Command::Soak(args)) => trace(&args.trace, None, Some(args)),
+        None => trace(&cli.trace, None, None),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -171,25 +181,33 @@ fn release_free_memory() {
     }
 }
 
-/// The default command; with `listen`, also the Prometheus exporter (`memstall serve`).
+/// The default command; with `listen`, also the Prometheus exporter (`memstall serve`); with
+/// `soak`, the soak gate (`memstall soak`). Both add a sink and force an interval.
 const LIVE_REFRESH: Duration = Duration::from_secs(1);
 
-fn trace(cli: &TraceArgs, listen: Option<SocketAddr>) -> Result<()> {
+fn trace(cli: &TraceArgs, listen: Option<SocketAddr>, soak: Option<&SoakArgs>) -> Result<()> {
     let hierarchy = detect_hierarchy()?;
     let targets = resolve_targets(&hierarchy, &cli.cgroup)?;
     let filter = filter_for(&targets, !cli.no_descendants);
     // Live view: a terminal on stdout, nobody asked for lines, JSON Lines or intervals.
     let live = !cli.plain
         && listen.is_none()
+        && soak.is_none()
         && cli.interval.is_none()
         && io::stdout().is_terminal()
         && cli.json.as_ref().is_none_or(|path| path.as_os_str() != "-");
     let mut sinks = open_sinks(&cli.json, live)?;
     let exporter = listen.map(Exporter::bind).transpose()?;
+    let mut soak = soak
+        .map(|args| Soak::open(args, &hierarchy, &targets))
+        .transpose()?;
     let interval = match &exporter {
         Some(exporter) => Some(exporter.attach(&mut sinks, cli.interval)),
-        None if live => Some(LIVE_REFRESH),
-        None => cli.interval,
+        None => match soak.as_mut() {
+            Some(soak) => Some(soak.attach(&mut sinks, cli.interval)),
+            None if live => Some(LIVE_REFRESH),
+            None => cli.interval,
+        },
     };
     // bcc-style `--interval S --count N`: N summaries, then the total.
     let duration = match (cli.count, interval) {
@@ -335,5 +353,8 @@ fn trace(cli: &TraceArgs, listen: Option<SocketAddr>) -> Result<()> {
             String::new()
         }
     );
-    Ok(())
+    match &soak {
+        Some(soak) => soak.verdict(),
+        None => Ok(()),
+    }
 }

@@ -94,6 +94,45 @@ pub enum Command {
     /// Can this machine run memstall? Checks kernel, BTF, cgroups, tracefs and privileges, and
     /// really loads and attaches every hook, saying what each missing one costs.
     Doctor(crate::doctor::DoctorArgs),
+
+    /// A soak gate: trace like the default command for --duration, sample the watched
+    /// cgroups' memory every interval, hold the run against thresholds and write a JSON and
+    /// an HTML report. Exit 3 when a threshold is breached, each breach named on stderr.
+    #[command(mut_arg("duration", |arg| arg.required(true)))]
+    Soak(SoakArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SoakArgs {
+    /// Most OOM kills allowed in the watched cgroups.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub max_oom_kills: u64,
+
+    /// Highest p99 over the run allowed for a stall kind, in milliseconds (memcg_reclaim=500).
+    /// Repeatable.
+    #[arg(long, value_name = "KIND=MS", value_parser = crate::soak::parse_p99_limit)]
+    pub max_p99: Vec<crate::soak::P99Limit>,
+
+    /// Most stall time of the watched cgroups in any minute, in milliseconds (judged every
+    /// interval over the last minute of intervals, scaled to a minute).
+    #[arg(long, value_name = "MS", value_parser = crate::soak::parse_limit)]
+    pub max_stall_per_minute: Option<f64>,
+
+    /// Fastest memory growth allowed, in MiB per hour: the least-squares slope of each watched
+    /// cgroup's usage over the run (without --cgroup, the whole hierarchy's).
+    #[arg(long, value_name = "MIB", value_parser = crate::soak::parse_limit)]
+    pub max_growth_per_hour: Option<f64>,
+
+    /// Where to write the HTML report (charts as inline SVG, self-contained).
+    #[arg(long, value_name = "FILE", default_value = "soak-report.html")]
+    pub report: PathBuf,
+
+    /// Where to write the JSON report (verdict, checks, totals, series).
+    #[arg(long, value_name = "FILE", default_value = "soak-report.json")]
+    pub report_json: PathBuf,
+
+    #[command(flatten)]
+    pub trace: TraceArgs,
 }
 
 #[derive(Debug, Args)]

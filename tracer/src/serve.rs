@@ -23,7 +23,7 @@ use crate::{
     app::UserError,
     loader::HookStatus,
     sink::{
-        Sink, Summary,
+        self, Sink,
         prometheus::{self, Metrics, PrometheusSink, SharedMetrics},
     },
 };
@@ -69,10 +69,7 @@ impl Exporter {
     /// do not see the interval summaries (nobody asked for them), only the metrics do.
     pub fn attach(&self, sinks: &mut Vec<Box<dyn Sink>>, interval: Option<Duration>) -> Duration {
         if interval.is_none() {
-            for sink in sinks.iter_mut() {
-                let inner = std::mem::replace(sink, Box::new(NoSink));
-                *sink = Box::new(WithoutIntervals(inner));
-            }
+            sink::hide_intervals(sinks);
         }
         sinks.push(Box::new(PrometheusSink::new(self.metrics.clone())));
         interval.unwrap_or(DEFAULT_FOLD_INTERVAL)
@@ -160,46 +157,10 @@ fn respond<B>(request: &Request<B>, metrics: &SharedMetrics) -> Response<Full<By
     }
 }
 
-/// Passes everything on except interval summaries.
-struct WithoutIntervals(Box<dyn Sink>);
-
-impl Sink for WithoutIntervals {
-    fn event(&mut self, event: &crate::decode::Event) -> Result<()> {
-        self.0.event(event)
-    }
-
-    fn summary(&mut self, summary: &Summary) -> Result<()> {
-        if summary.scope == "interval" {
-            return Ok(());
-        }
-        self.0.summary(summary)
-    }
-
-    fn finish(&mut self, run: &crate::sink::RunSummary) -> Result<()> {
-        self.0.finish(run)
-    }
-}
-
-/// A placeholder while a sink is being wrapped.
-struct NoSink;
-
-impl Sink for NoSink {
-    fn event(&mut self, _: &crate::decode::Event) -> Result<()> {
-        Ok(())
-    }
-
-    fn summary(&mut self, _: &Summary) -> Result<()> {
-        Ok(())
-    }
-
-    fn finish(&mut self, _: &crate::sink::RunSummary) -> Result<()> {
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::Summary;
 
     fn get(path: &str, method: Method) -> Request<()> {
         Request::builder()

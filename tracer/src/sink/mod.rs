@@ -59,3 +59,49 @@ pub trait Sink {
     /// Called once at the end; must flush everything.
     fn finish(&mut self, run: &RunSummary) -> Result<()>;
 }
+
+/// Passes everything on except interval summaries: for the sinks of a run whose intervals were
+/// forced by another sink (`serve`'s metrics, `soak`'s samples), not asked for.
+pub struct WithoutIntervals(pub Box<dyn Sink>);
+
+impl Sink for WithoutIntervals {
+    fn event(&mut self, event: &Event) -> Result<()> {
+        self.0.event(event)
+    }
+
+    fn summary(&mut self, summary: &Summary) -> Result<()> {
+        if summary.scope == "interval" {
+            return Ok(());
+        }
+        self.0.summary(summary)
+    }
+
+    fn finish(&mut self, run: &RunSummary) -> Result<()> {
+        self.0.finish(run)
+    }
+}
+
+/// Wraps each sink in [`WithoutIntervals`].
+pub fn hide_intervals(sinks: &mut [Box<dyn Sink>]) {
+    for sink in sinks.iter_mut() {
+        let inner = std::mem::replace(sink, Box::new(NoSink));
+        *sink = Box::new(WithoutIntervals(inner));
+    }
+}
+
+/// A placeholder while a sink is being wrapped.
+struct NoSink;
+
+impl Sink for NoSink {
+    fn event(&mut self, _: &Event) -> Result<()> {
+        Ok(())
+    }
+
+    fn summary(&mut self, _: &Summary) -> Result<()> {
+        Ok(())
+    }
+
+    fn finish(&mut self, _: &RunSummary) -> Result<()> {
+        Ok(())
+    }
+}
