@@ -1,6 +1,7 @@
-//! Developer tasks: `cargo xtask setup | build | run -- ARGS | test`.
+//! Developer tasks: `cargo xtask setup | build | run -- ARGS | test | vmtest`.
 mod bench;
 mod setup;
+mod vmtest;
 
 use std::{
     ffi::OsString,
@@ -39,6 +40,12 @@ enum Task {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
+    },
+    /// Set up, then run the integration tests in QEMU VMs on Debian kernels (pure cgroup v2).
+    Vmtest {
+        /// Kernel series, comma-separated.
+        #[arg(long, value_name = "6.1,6.12")]
+        kernel: Option<String>,
     },
 }
 
@@ -113,6 +120,7 @@ fn main() -> ExitCode {
                 .args(&args)
                 .env("MEMSTALL_BIN", binary))
         }),
+        Task::Vmtest { kernel } => setup::setup().and_then(|()| vmtest::vmtest(kernel.as_deref())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

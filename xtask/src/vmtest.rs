@@ -1,0 +1,376 @@
+//! `cargo xtask vmtest [--kernel 6.1,6.12]`: the integration tests inside QEMU on Debian's
+//! kernels, on pure cgroup v2, one result line per kernel.
+//!
+//! QEMU runs under TCG (this machine kind's /dev/kvm cannot run real kernels) and boots the
+//! uncompressed vmlinux through the PVH entry. The initramfs is an uncompressed cpio of this
+//! run's static (musl) test binaries and `vm/init.sh`, followed by the kernel's cached base
+//! initramfs (busybox, modules); /var/tmp is ext4 on a fresh virtio disk so page cache is
+//! reclaimable file cache. Everything downloaded or derived is cached under target/vmtest/; each
+//! kernel's console log is kept in target/vmtest/VERSION.log.
+//!
+//! MEMSTALL_VMTEST_TIMEOUT (seconds, default 1800) bounds each VM: QEMU is killed past it. A
+//! test binary gets a third of that.
+mod kernel;
+
+use std::{
+    fs,
+    io::{BufRead as _, BufReader, Write as _},
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::{cargo, run, setup::apt_ensure, workspace_root};
+
+const DEFAULT_KERNELS: &str = "6.1,6.12";
+const MUSL: &str = "x86_64-unknown-linux-musl";
+const APT_PACKAGES: &[&str] = &[
+    "qemu-system-x86",
+    "busybox-static",
+    "cpio",
+    "zstd",
+    "xz-utils",
+    "lz4",
+    "kmod",
+    "e2fsprogs",
+    "binutils",
+];
+/// Test binaries (tests/tests/NAME.rs) and their libtest arguments. The global direct-reclaim
+/// test fills the guest's whole memory with page cache: far too slow under TCG. The guest sets
+/// MEMSTALL_EXPECT_FENTRY=1: these kernels allow trampolines, so the fentry hooks must attach.
+const TESTS: &[(&str, &str)] = &[
+    ("cli", ""),
+    ("oom_kill", ""),
+    ("oom_postmortem", ""),
+    ("reclaim", "--skip direct_reclaim"),
+    ("targeting", ""),
+    ("faults", ""),
+    ("fentry", ""),
+    ("doctor", ""),
+];
+/// Test binaries left out, and why.
+const NOT_IN_VM: &[(&str, &str)] = &[
+    ("prometheus", "needs Debian's prometheus server"),
+    ("live", "needs tmux"),
+];
+const INIT: &str = include_str!("../vm/init.sh");
+const MARKER: &str = "MEMSTALL-VMTEST-RESULT:";
+const DEFAULT_TIMEOUT_SECS: u64 = 1800;
+const DISK_BYTES: u64 = 1 << 30;
+
+/// What one VM run came to.
+#[derive(Default)]
+struct Outcome {
+    /// passed, failed, exit status of the last failing test binary (from the marker).
+    result: Option<(u64, u64, i64)>,
+    boot: Option<Duration>,
+    tests: Option<Duration>,
+    failed_tests: Vec<String>,
+    /// Why there is no marker (timeout, QEMU's exit status).
+    ended: String,
+}
+
+pub fn vmtest(kernels: Option<&str>) -> Result<()> {
+    let started = Instant::now();
+    if let Some(installed) = apt_ensure(APT_PACKAGES)? {
+        eprintln!("vmtest: {installed}");
+    }
+    let cache = workspace_root().join("target").join("vmtest");
+    fs::create_dir_all(&cache)?;
+    let kernels = kernels
+        .unwrap_or(DEFAULT_KERNELS)
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|series| kernel::ensure(series, &cache))
+        .collect::<Result<Vec<_>>>()?;
+    let payload = build_payload(&cache)?;
+    eprintln!(
+        "vmtest: kernels and test binaries ready [{:.1} s]",
+        started.elapsed().as_secs_f64()
+    );
+    let timeout = std::env::var("MEMSTALL_VMTEST_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(
+            Duration::from_secs(DEFAULT_TIMEOUT_SECS),
+            Duration::from_secs,
+        );
+
+    let mut failed = Vec::new();
+    for kernel in &kernels {
+        let name = kernel.version.trim_end_matches("-amd64");
+        let log = cache.join(format!("{name}.log"));
+        let outcome = boot(kernel, &payload, &cache, &log, timeout)?;
+        if !outcome.report(name) {
+            print_tail(&log, 40);
+            failed.push(name.to_owned());
+        }
+    }
+    eprintln!("vmtest: done [{:.1} s]", started.elapsed().as_secs_f64());
+    if !failed.is_empty() {
+        bail!(
+            "vmtest failed on {} (logs in {})",
+            failed.join(", "),
+            cache.display()
+        );
+    }
+    Ok(())
+}
+
+/// Builds the static test binaries and packs them with /init into target/vmtest/payload.cpio.
+fn build_payload(cache: &Path) -> Result<PathBuf> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output();
+    if !installed.is_ok_and(|out| {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|t| t == MUSL)
+    }) {
+        run(Command::new("rustup").args(["target", "add", MUSL]))?;
+    }
+    let tests = executables("test --no-run -p memstall-tests", "test")?;
+    let bins = executables(
+        "build -p tracer --bin memstall -p memstall-tests --bin memhog",
+        "bin",
+    )?;
+    let root = cache.join("payload");
+    let _ = fs::remove_dir_all(&root);
+    fs::create_dir_all(root.join("memstall/deps"))?;
+    fs::write(root.join("init"), INIT)?;
+    fs::set_permissions(root.join("init"), fs::Permissions::from_mode(0o755))?;
+    // The tests find memhog at current_exe()/../../memhog and memstall through MEMSTALL_BIN.
+    for bin in ["memstall", "memhog"] {
+        let (_, exe) = bins
+            .iter()
+            .find(|(name, _)| name == bin)
+            .with_context(|| format!("cargo built no {bin}"))?;
+        strip(exe, &root.join("memstall").join(bin))?;
+    }
+    for (name, _) in &tests {
+        if !TESTS.iter().any(|(test, _)| test == name) {
+            let why = NOT_IN_VM.iter().find(|(test, _)| test == name);
+            let why = why.map_or("not in vmtest's TESTS", |(_, why)| why);
+            eprintln!("vmtest: note: tests/tests/{name}.rs not run in the VMs ({why})");
+        }
+    }
+    let mut list = String::new();
+    for (test, args) in TESTS {
+        let (_, exe) = tests
+            .iter()
+            .find(|(name, _)| name == test)
+            .with_context(|| format!("cargo built no test {test}"))?;
+        let file = exe
+            .file_name()
+            .context("test executable name")?
+            .to_string_lossy();
+        strip(exe, &root.join("memstall/deps").join(&*file))?;
+        list.push_str(&format!("{test} {file} {args}\n"));
+    }
+    fs::write(root.join("memstall/tests"), list)?;
+    let archive = cache.join("payload.cpio");
+    kernel::cpio(&root, &archive)?;
+    fs::remove_dir_all(&root)?;
+    Ok(archive)
+}
+
+/// Runs cargo for the musl target with JSON messages; returns (target name, executable) of
+/// the artifacts of `kind`.
+fn executables(args: &str, kind: &str) -> Result<Vec<(String, PathBuf)>> {
+    let out = cargo()
+        .args(args.split(' '))
+        .args(["--target", MUSL, "--message-format=json-render-diagnostics"])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running cargo")?;
+    if !out.status.success() {
+        bail!("cargo {args} --target {MUSL} failed: {}", out.status);
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["kind"][0] == kind)
+        .filter_map(|m| {
+            Some((
+                m["target"]["name"].as_str()?.to_owned(),
+                m["executable"].as_str()?.into(),
+            ))
+        })
+        .collect())
+}
+
+/// Debug info makes the binaries ~50 MB each; the guest keeps them in RAM.
+fn strip(from: &Path, to: &Path) -> Result<()> {
+    run(Command::new("strip")
+        .arg("--strip-debug")
+        .arg("-o")
+        .arg(to)
+        .arg(from))
+}
+
+fn boot(
+    kernel: &kernel::Kernel,
+    payload: &Path,
+    cache: &Path,
+    log: &Path,
+    timeout: Duration,
+) -> Result<Outcome> {
+    let name = kernel.version.trim_end_matches("-amd64");
+    let work = cache.join("run");
+    fs::create_dir_all(&work)?;
+    let initrd = work.join("initrd.cpio");
+    let mut image = fs::read(payload)?;
+    image.extend(fs::read(&kernel.base_initramfs)?);
+    fs::write(&initrd, image)?;
+    let disk = work.join("var-tmp.img");
+    let _ = fs::remove_file(&disk);
+    fs::File::create(&disk)?.set_len(DISK_BYTES)?;
+    let mke2fs = "-q -F -t ext4 -E lazy_itable_init=0,lazy_journal_init=0";
+    run(Command::new("mke2fs").args(mke2fs.split(' ')).arg(&disk))?;
+
+    // Unknown `key=value` parameters reach /init as environment variables.
+    let append = format!(
+        "console=ttyS0 panic=-1 oops=panic cgroup_no_v1=all VMTEST_BINARY_TIMEOUT={}",
+        timeout.as_secs() / 3
+    );
+    let machine = "-accel tcg,thread=multi -cpu max -m 1G -smp 2 -nodefaults -display none";
+    let drive = format!(
+        "file={},format=raw,if=none,id=vartmp,cache=unsafe",
+        disk.display()
+    );
+    let mut qemu = Command::new("qemu-system-x86_64");
+    qemu.args(machine.split(' '))
+        .args(["-serial", "stdio", "-no-reboot", "-kernel"])
+        .arg(&kernel.vmlinux)
+        .arg("-initrd")
+        .arg(&initrd)
+        .args(["-append", &append, "-drive", &drive])
+        .args(["-device", "virtio-blk-pci,drive=vartmp"]);
+    let mut log_file = fs::File::create(log)?;
+    let started = Instant::now();
+    let mut child = qemu
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log_file.try_clone()?)
+        .spawn()
+        .context("starting qemu-system-x86_64")?;
+    eprintln!("vmtest {name}: booting (log {})", log.display());
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().context("qemu stdout")?;
+    thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut buf = Vec::new();
+        while reader.read_until(b'\n', &mut buf).is_ok_and(|n| n > 0) {
+            let line = String::from_utf8_lossy(&buf)
+                .trim_end_matches(['\r', '\n'])
+                .to_owned();
+            let _ = writeln!(log_file, "{line}");
+            if tx.send(line).is_err() {
+                break;
+            }
+            buf.clear();
+        }
+    });
+
+    let mut outcome = Outcome::default();
+    let mut deadline = started + timeout;
+    let mut tests_started = None;
+    loop {
+        let line = match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => line,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if outcome.result.is_none() {
+                    outcome.ended = format!("timed out after {} s, QEMU killed", timeout.as_secs());
+                }
+                let _ = child.kill();
+                break;
+            }
+        };
+        if line.starts_with("vmtest: ") {
+            eprintln!("vmtest {name}: {}", &line["vmtest: ".len()..]);
+            if line.starts_with("vmtest: init") && outcome.boot.is_none() {
+                outcome.boot = Some(started.elapsed());
+            }
+            if line == "vmtest: tests start" {
+                tests_started = Some(Instant::now());
+            }
+        }
+        if let Some(test) = line
+            .strip_prefix("test ")
+            .and_then(|t| t.strip_suffix(" ... FAILED"))
+        {
+            outcome.failed_tests.push(test.to_owned());
+        }
+        if let Some(result) = line
+            .split_once(MARKER)
+            .and_then(|(_, rest)| parse_marker(rest))
+        {
+            outcome.result = Some(result);
+            outcome.tests = tests_started.map(|t| t.elapsed());
+            // The guest powers off next; do not wait long for it.
+            deadline = deadline.min(Instant::now() + Duration::from_secs(30));
+        }
+    }
+    let status = child.wait()?;
+    let _ = fs::remove_file(&disk);
+    if outcome.tests.is_none() {
+        outcome.tests = tests_started.map(|t| t.elapsed());
+    }
+    if outcome.ended.is_empty() {
+        outcome.ended = format!("QEMU exited with {status} before the result marker");
+    }
+    Ok(outcome)
+}
+
+impl Outcome {
+    /// Prints the result line (and the failed tests); true when the kernel passed.
+    fn report(&self, name: &str) -> bool {
+        let secs =
+            |d: Option<Duration>| d.map_or("?".into(), |d| format!("{:.1}", d.as_secs_f64()));
+        let tests = self.tests.map_or(0.0, |d| d.as_secs_f64());
+        let times = format!("boot {} s, tests {tests:.0} s", secs(self.boot));
+        let Some((passed, failed, exit)) = self.result else {
+            println!("vmtest {name}: no result ({}; {times})", self.ended);
+            return false;
+        };
+        let exit_note = if exit == 0 {
+            String::new()
+        } else {
+            format!(", exit {exit}")
+        };
+        println!("vmtest {name}: {passed} passed, {failed} failed ({times}){exit_note}");
+        for test in &self.failed_tests {
+            println!("    FAILED {test}");
+        }
+        failed == 0 && exit == 0 && passed > 0
+    }
+}
+
+/// `passed=N failed=M exit=E`
+fn parse_marker(rest: &str) -> Option<(u64, u64, i64)> {
+    let value = |key: &str| {
+        rest.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse::<i64>().ok())
+    };
+    Some((
+        value("passed")? as u64,
+        value("failed")? as u64,
+        value("exit")?,
+    ))
+}
+
+fn print_tail(log: &Path, lines: usize) {
+    let text = fs::read_to_string(log).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    println!("---- last {lines} lines of {} ----", log.display());
+    for line in &all[all.len().saturating_sub(lines)..] {
+        println!("{line}");
+    }
+}
