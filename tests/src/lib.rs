@@ -351,3 +351,82 @@ pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     }
     check()
 }
+
+/// Installs a Debian package when `binary` is missing (CI machines start fresh, as root);
+/// `apt-get update` only when the first try fails.
+pub fn ensure_installed(binary: &str, package: &str) {
+    if Command::new(binary).arg("--version").output().is_ok() || Path::new(binary).exists() {
+        return;
+    }
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends", package])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !install() {
+        let updated = Command::new("apt-get")
+            .args(["update", "-q"])
+            .stdout(Stdio::null())
+            .status();
+        assert!(updated.is_ok_and(|s| s.success()), "apt-get update failed");
+        assert!(install(), "apt-get install {package} failed");
+    }
+}
+
+/// Page cache (`cache_mib` read from `cache_file`), then `anon_mib` of anonymous memory in
+/// `cgroup`: past its limit, charge-path reclaim of its own cache.
+pub fn pressure(cgroup: &MemCgroup, cache_file: &Path, cache_mib: u32, anon_mib: u32) {
+    let cg = cgroup.path.to_str().expect("utf-8 cgroup path");
+    let spec = format!("{}:{cache_mib}", cache_file.display());
+    let anon = anon_mib.to_string();
+    for args in [
+        vec!["--cgroup", cg, "--page-cache", &spec],
+        vec!["--cgroup", cg, "--anon-mib", &anon],
+    ] {
+        let status = memhog()
+            .args(&args)
+            .stdout(Stdio::null())
+            .status()
+            .expect("memhog");
+        assert!(status.success(), "memhog {args:?}: {status}");
+    }
+}
+
+/// Starts memhog and waits until it has touched all its memory (it then holds it).
+pub fn hog_holding(args: &[&str]) -> Child {
+    let mut child = memhog()
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("memhog");
+    let mut line = String::new();
+    if let Some(stdout) = child.stdout.as_mut() {
+        let _ = BufReader::new(stdout).read_line(&mut line);
+    }
+    assert_eq!(
+        line.trim(),
+        "memhog: done",
+        "memhog {args:?} did not finish allocating"
+    );
+    child
+}
+
+/// Runs memhog until the OOM killer kills it; returns its pid.
+pub fn run_to_oom_kill(args: &[&str]) -> u32 {
+    let mut hog = memhog()
+        .args(args)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("memhog");
+    let pid = hog.id();
+    let status = hog.wait().expect("waiting for memhog");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL),
+        "memhog {args:?} should be OOM-killed: {status}"
+    );
+    pid
+}

@@ -3,7 +3,9 @@
 //! VMs (`cargo xtask vmtest` sets MEMSTALL_EXPECT_FENTRY=1) the hooks must attach and report.
 use std::{process::Stdio, time::Duration};
 
-use memstall_tests::{MIB, MemCgroup, Memstall, memhog, read_json_lines, wait_until};
+use memstall_tests::{
+    MIB, MemCgroup, Memstall, memhog, read_json_lines, run_to_oom_kill, wait_until,
+};
 use serde_json::Value;
 
 fn expect_fentry() -> bool {
@@ -48,13 +50,7 @@ fn oom_context_makes_the_score_exact() {
     let json = dir.path().join("events.jsonl");
     let cg = cgroup.path.to_str().unwrap();
     let memstall = Memstall::start(&["--json", json.to_str().unwrap(), "--cgroup", cg]).unwrap();
-    let mut hog = memhog()
-        .args(["--cgroup", cg, "--anon-mib", "128"])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let victim = hog.id();
-    hog.wait().unwrap();
+    let victim = run_to_oom_kill(&["--cgroup", cg, "--anon-mib", "128"]);
     assert!(wait_until(Duration::from_secs(5), || cgroup
         .oom_kills()
         .unwrap()

@@ -15,28 +15,7 @@ fn tmux(args: &[&str]) -> String {
 }
 
 fn ensure_tmux() {
-    if Command::new("tmux")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        return;
-    }
-    let install = || {
-        Command::new("apt-get")
-            .args(["install", "-y", "--no-install-recommends", "tmux"])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !install() {
-        let _ = Command::new("apt-get")
-            .args(["update", "-q"])
-            .stdout(Stdio::null())
-            .status();
-        assert!(install(), "apt-get install tmux failed");
-    }
+    memstall_tests::ensure_installed("tmux", "tmux");
 }
 
 /// Kills the tmux session also when the test fails.

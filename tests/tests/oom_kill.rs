@@ -1,9 +1,9 @@
 //! OOM kills inside a small memory cgroup, traced end to end and checked against the kernel's
 //! own counters and its kill report.
-use std::{process::Stdio, time::Duration};
+use std::time::Duration;
 
 use memstall_tests::{
-    MIB, MemCgroup, Memstall, kernel_kill_report, memhog, read_json_lines, wait_until,
+    MIB, MemCgroup, Memstall, kernel_kill_report, read_json_lines, run_to_oom_kill, wait_until,
 };
 
 #[test]
@@ -35,18 +35,7 @@ fn oom_kill_matches_the_kernel(extra_args: &[&str], source: &str) {
     ])
     .unwrap();
 
-    let mut hog = memhog()
-        .args(["--cgroup", cgroup_arg, "--anon-mib", "128"])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let hog_pid = hog.id();
-    let status = hog.wait().unwrap();
-    assert_eq!(
-        std::os::unix::process::ExitStatusExt::signal(&status),
-        Some(libc::SIGKILL),
-        "memhog should be OOM-killed, got {status}"
-    );
+    let hog_pid = run_to_oom_kill(&["--cgroup", cgroup_arg, "--anon-mib", "128"]);
     assert!(wait_until(Duration::from_secs(5), || cgroup
         .oom_kills()
         .unwrap()

@@ -1,41 +1,11 @@
 //! OOM post-mortems: who was next and why the victim won, and why reclaim could not help.
-use std::{
-    io::{BufRead as _, BufReader},
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::{process::Command, time::Duration};
 
 use memstall_tests::{
-    MIB, MemCgroup, Memstall, kernel_log, memhog, memstall_bin, read_json_lines, wait_until,
+    MIB, MemCgroup, Memstall, hog_holding, kernel_log, memstall_bin, read_json_lines,
+    run_to_oom_kill, wait_until,
 };
 use serde_json::Value;
-
-/// Starts memhog and waits until it has touched all its memory.
-fn hog_holding(args: &[&str]) -> Child {
-    let mut child = memhog().args(args).stdout(Stdio::piped()).spawn().unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(
-        line.trim(),
-        "memhog: done",
-        "memhog {args:?} did not finish allocating"
-    );
-    child
-}
-
-fn run_to_kill(args: &[&str]) -> u32 {
-    let mut hog = memhog().args(args).stdout(Stdio::null()).spawn().unwrap();
-    let pid = hog.id();
-    let status = hog.wait().unwrap();
-    assert_eq!(
-        std::os::unix::process::ExitStatusExt::signal(&status),
-        Some(libc::SIGKILL),
-        "{args:?}: {status}"
-    );
-    pid
-}
 
 fn the_kill(events: &[Value], victim: u32) -> &Value {
     events
@@ -81,7 +51,7 @@ fn scoreboard_explains_why_the_smaller_task_died() {
     let memstall = Memstall::start(&["--json", json.to_str().unwrap(), "--cgroup", cg]).unwrap();
 
     let mut big = hog_holding(&["--cgroup", cg, "--anon-mib", "36", "--hold-secs", "60"]);
-    let small = run_to_kill(&["--cgroup", cg, "--anon-mib", "60", "--oom-score-adj", "500"]);
+    let small = run_to_oom_kill(&["--cgroup", cg, "--anon-mib", "60", "--oom-score-adj", "500"]);
     assert!(wait_until(Duration::from_secs(5), || cgroup
         .oom_kills()
         .unwrap()
@@ -166,7 +136,7 @@ fn shmem_oom_names_shmem_as_the_culprit() {
     let json = dir.path().join("events.jsonl");
     let cg = cgroup.path.to_str().unwrap();
     let memstall = Memstall::start(&["--json", json.to_str().unwrap(), "--cgroup", cg]).unwrap();
-    let victim = run_to_kill(&["--cgroup", cg, "--shm-mib", "48", "--anon-mib", "64"]);
+    let victim = run_to_oom_kill(&["--cgroup", cg, "--shm-mib", "48", "--anon-mib", "64"]);
     assert!(wait_until(Duration::from_secs(5), || cgroup
         .oom_kills()
         .unwrap()
@@ -232,7 +202,7 @@ fn exempt_task_is_marked_and_spared() {
         "--hold-secs",
         "120",
     ]);
-    let victim = run_to_kill(&["--cgroup", cg, "--anon-mib", "60"]);
+    let victim = run_to_oom_kill(&["--cgroup", cg, "--anon-mib", "60"]);
     assert!(wait_until(Duration::from_secs(10), || cgroup
         .oom_kills()
         .unwrap()

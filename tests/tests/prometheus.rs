@@ -10,33 +10,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use memstall_tests::{MIB, MemCgroup, Memstall, memhog, memstall_bin, wait_until};
+use memstall_tests::{MIB, MemCgroup, Memstall, memhog, memstall_bin, pressure, wait_until};
 use serde_json::Value;
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
 
 /// Debian's Prometheus, installed only when missing (CI machines start fresh, as root).
 fn ensure_prometheus() {
-    if Path::new(PROMETHEUS).exists() {
-        return;
-    }
-    let install = || {
-        Command::new("apt-get")
-            .args(["install", "-y", "--no-install-recommends", "prometheus"])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !install() {
-        let updated = Command::new("apt-get")
-            .args(["update", "-q"])
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(updated.success(), "apt-get update: {updated}");
-        assert!(install(), "apt-get install prometheus failed");
-    }
+    memstall_tests::ensure_installed(PROMETHEUS, "prometheus");
     // The package starts its service where systemd runs (on every interface): this test only
     // wants the binary.
     if Path::new("/run/systemd/system").exists() {
@@ -188,19 +169,6 @@ impl Prometheus {
     }
 }
 
-/// Page cache, then anonymous memory past the limit: charge-path reclaim in `cgroup`.
-fn pressure(cgroup: &MemCgroup, cache_file: &Path) {
-    let cg = cgroup.path.to_str().unwrap();
-    let spec = format!("{}:40", cache_file.display());
-    for args in [
-        vec!["--cgroup", cg, "--page-cache", &spec],
-        vec!["--cgroup", cg, "--anon-mib", "80"],
-    ] {
-        let status = memhog().args(&args).stdout(Stdio::null()).status().unwrap();
-        assert!(status.success(), "{args:?}: {status}");
-    }
-}
-
 #[test]
 fn prometheus_scrapes_stall_histograms_and_oom_kills() {
     let started = Instant::now();
@@ -225,7 +193,7 @@ fn prometheus_scrapes_stall_histograms_and_oom_kills() {
     .unwrap();
     let prometheus = Prometheus::start(dir.path(), port);
 
-    pressure(&reclaim, &dir.path().join("cache.img"));
+    pressure(&reclaim, &dir.path().join("cache.img"), 40, 80);
     let hog = memhog()
         .args(["--cgroup", oom.path.to_str().unwrap(), "--anon-mib", "128"])
         .stdout(Stdio::null())

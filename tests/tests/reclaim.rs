@@ -231,8 +231,17 @@ fn direct_reclaim_count_matches_allocstall() {
             break;
         }
     }
-    std::thread::sleep(Duration::from_millis(500));
-    let after = vmstat_sum("allocstall_");
+    // A reclaim counts in allocstall when it starts and reaches memstall when it ends: stop
+    // only once no reclaim has started for a while, so none is in flight at the cut.
+    let mut after = vmstat_sum("allocstall_");
+    for _ in 0..30 {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = vmstat_sum("allocstall_");
+        if now == after {
+            break;
+        }
+        after = now;
+    }
     let (status, stderr) = memstall.stop(libc::SIGINT).unwrap();
     assert!(status.success(), "{stderr:?}");
 

@@ -8,23 +8,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use memstall_tests::{MIB, MemCgroup, Memstall, memhog, memstall_bin};
+use memstall_tests::{MIB, MemCgroup, Memstall, memhog, memstall_bin, pressure};
 use serde_json::Value;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
-
-/// Page cache, then anonymous memory past the limit: charge-path reclaim in `cgroup`.
-fn pressure(cgroup: &MemCgroup, cache_file: &Path) {
-    let cg = cgroup.path.to_str().unwrap();
-    let spec = format!("{}:40", cache_file.display());
-    for args in [
-        vec!["--cgroup", cg, "--page-cache", &spec],
-        vec!["--cgroup", cg, "--anon-mib", "80"],
-    ] {
-        let status = memhog().args(&args).stdout(Stdio::null()).status().unwrap();
-        assert!(status.success(), "{args:?}: {status}");
-    }
-}
 
 /// Report paths in `dir`, as `--report FILE --report-json FILE` arguments.
 struct Reports {
@@ -94,7 +81,7 @@ fn oom_kill_and_slow_reclaim_breach_with_exit_3() {
         ],
         &reports,
     );
-    pressure(&reclaim, &dir.path().join("cache.img"));
+    pressure(&reclaim, &dir.path().join("cache.img"), 40, 80);
     let hog = memhog()
         .args(["--cgroup", oom.path.to_str().unwrap(), "--anon-mib", "128"])
         .stdout(Stdio::null())
@@ -253,32 +240,8 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// Debian's Chromium, installed only when missing (CI machines start fresh, as root).
 fn ensure_chromium() {
-    if Path::new(CHROMIUM).exists() {
-        return;
-    }
-    let install = || {
-        Command::new("apt-get")
-            .args(["install", "-y", "--no-install-recommends", "chromium"])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !install() {
-        let updated = Command::new("apt-get")
-            .args(["update", "-q"])
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(updated.success(), "apt-get update: {updated}");
-        assert!(install(), "apt-get install chromium failed");
-    }
-    assert!(
-        Path::new(CHROMIUM).exists(),
-        "{CHROMIUM} missing after install"
-    );
+    memstall_tests::ensure_installed(CHROMIUM, "chromium");
 }
 
 /// Headless Chromium's screenshot of `page`, 1200×1600.
@@ -377,7 +340,7 @@ fn growth_breach_and_the_html_report_renders_in_chromium() {
             .spawn()
             .unwrap(),
     );
-    pressure(&reclaim, &dir.path().join("cache.img"));
+    pressure(&reclaim, &dir.path().join("cache.img"), 40, 80);
     let (status, stderr) = memstall.wait().unwrap();
     let lines = soak_lines(&stderr);
     assert_eq!(status.code(), Some(3), "{stderr:#?}");

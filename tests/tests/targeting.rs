@@ -1,21 +1,8 @@
 //! Attaching to one cgroup: the kernel filters, descendants created later count, a removed
 //! cgroup gets its final summary.
-use std::{fs, process::Stdio, time::Duration};
+use std::{fs, time::Duration};
 
-use memstall_tests::{MIB, MemCgroup, Memstall, memhog, read_json_lines, wait_until};
-
-/// Page cache, then anonymous memory past the limit: charge-path reclaim in `cgroup`.
-fn pressure(cgroup: &MemCgroup, cache_file: &std::path::Path) {
-    let cg = cgroup.path.to_str().unwrap();
-    let spec = format!("{}:40", cache_file.display());
-    for args in [
-        vec!["--cgroup", cg, "--page-cache", &spec],
-        vec!["--cgroup", cg, "--anon-mib", "80"],
-    ] {
-        let status = memhog().args(&args).stdout(Stdio::null()).status().unwrap();
-        assert!(status.success(), "{args:?}: {status}");
-    }
-}
+use memstall_tests::{MIB, MemCgroup, Memstall, pressure, read_json_lines, wait_until};
 
 #[test]
 fn only_the_watched_cgroup_and_its_new_children_are_reported() {
@@ -34,9 +21,9 @@ fn only_the_watched_cgroup_and_its_new_children_are_reported() {
     ])
     .unwrap();
 
-    pressure(&busy, &dir.path().join("busy.img"));
+    pressure(&busy, &dir.path().join("busy.img"), 40, 80);
     let child = watched.child("late-child", 96 * MIB).unwrap();
-    pressure(&child, &dir.path().join("child.img"));
+    pressure(&child, &dir.path().join("child.img"), 40, 80);
     std::thread::sleep(Duration::from_millis(300));
     let (status, stderr) = memstall.stop(libc::SIGINT).unwrap();
     assert!(status.success(), "{stderr:?}");
@@ -71,7 +58,7 @@ fn removed_cgroup_gets_its_summary_and_the_tracer_ends() {
         watched.path.to_str().unwrap(),
     ])
     .unwrap();
-    pressure(&watched, &dir.path().join("cache.img"));
+    pressure(&watched, &dir.path().join("cache.img"), 40, 80);
     // Page cache charged to the cgroup does not keep a v1/v2 cgroup from being removed.
     fs::remove_dir(&watched.path).unwrap();
     let (status, stderr) = memstall.wait().unwrap();
@@ -129,7 +116,7 @@ fn kubepods_cgroups_are_labelled() {
         &pod.relative,
     ])
     .unwrap();
-    pressure(&container, &dir.path().join("cache.img"));
+    pressure(&container, &dir.path().join("cache.img"), 40, 80);
     std::thread::sleep(Duration::from_millis(300));
     let (status, stderr) = memstall.stop(libc::SIGINT).unwrap();
     assert!(status.success(), "{stderr:?}");
