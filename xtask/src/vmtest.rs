@@ -103,16 +103,22 @@ pub fn vmtest(kernels: Option<&str>) -> Result<()> {
         );
 
     let mut failed = Vec::new();
+    let (mut tests_passed, mut tests_failed) = (0, 0);
     for kernel in &kernels {
         let name = kernel.version.trim_end_matches("-amd64");
         let log = cache.join(format!("{name}.log"));
         let outcome = boot(kernel, &payload, &cache, &log, timeout)?;
+        if let Some((passed, failed, _)) = outcome.result {
+            (tests_passed, tests_failed) = (tests_passed + passed, tests_failed + failed);
+        }
         if !outcome.report(name) {
             print_tail(&log, 40);
             failed.push(name.to_owned());
         }
     }
     eprintln!("vmtest: done [{:.1} s]", started.elapsed().as_secs_f64());
+    // The closing line CI reads: all kernels' tests together.
+    println!("vmtest: {tests_passed} passed, {tests_failed} failed");
     if !failed.is_empty() {
         bail!(
             "vmtest failed on {} (logs in {})",
