@@ -249,14 +249,20 @@ impl CgroupFilter {
 
     pub fn matches(&self, path: &str) -> bool {
         self.is_everything()
-            || self.prefixes.iter().any(|prefix| {
-                let descendant = prefix == "/"
-                    || path
-                        .strip_prefix(prefix.as_str())
-                        .is_some_and(|rest| rest.starts_with('/'));
-                path == prefix || (!self.exact && descendant)
-            })
+            || self
+                .prefixes
+                .iter()
+                .any(|prefix| path == prefix || (!self.exact && is_within(path, prefix)))
     }
+}
+
+/// Whether hierarchy path `path` is `ancestor` or below it (everything is below `/`).
+pub fn is_within(path: &str, ancestor: &str) -> bool {
+    ancestor == "/"
+        || path == ancestor
+        || path
+            .strip_prefix(ancestor)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 #[cfg(test)]

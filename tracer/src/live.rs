@@ -452,6 +452,16 @@ mod tests {
         );
     }
 
+    fn text(terminal: &ratatui::Terminal<ratatui::backend::TestBackend>) -> String {
+        terminal
+            .backend()
+            .buffer()
+            .content()
+            .iter()
+            .map(|c| c.symbol())
+            .collect()
+    }
+
     #[test]
     fn renders_into_a_buffer() {
         use ratatui::{Terminal, backend::TestBackend};
@@ -465,26 +475,14 @@ mod tests {
             detail: false,
         };
         terminal.draw(|f| draw(f, &state, &mut view)).unwrap();
-        let screen: String = terminal
-            .backend()
-            .buffer()
-            .content()
-            .iter()
-            .map(|c| c.symbol())
-            .collect();
+        let screen = text(&terminal);
         assert!(
             screen.contains("/svc") && screen.contains("memhog pid 7") && screen.contains("CGROUP"),
             "{screen}"
         );
         view.detail = true;
         terminal.draw(|f| draw(f, &state, &mut view)).unwrap();
-        let screen: String = terminal
-            .backend()
-            .buffer()
-            .content()
-            .iter()
-            .map(|c| c.symbol())
-            .collect();
+        let screen = text(&terminal);
         assert!(screen.contains("histograms"), "{screen}");
     }
 }

@@ -88,15 +88,7 @@ const RECENT_MAX: usize = 100_000;
 
 /// Whether `cgroup` is `domain` or below it (`None`: the whole machine).
 fn within(cgroup: &str, domain: Option<&str>) -> bool {
-    match domain {
-        None | Some("/") => true,
-        Some(domain) => {
-            cgroup == domain
-                || cgroup
-                    .strip_prefix(domain)
-                    .is_some_and(|rest| rest.starts_with('/'))
-        }
-    }
+    domain.is_none_or(|domain| crate::cgroup::is_within(cgroup, domain))
 }
 
 impl Pipeline {
@@ -380,7 +372,7 @@ impl Pipeline {
         let mut name = |id: u64| decoder.cgroups.path(id).unwrap_or_else(|| "?".into());
         latency::rows(now, before, &mut name)
             .into_iter()
-            .filter(|row| filter.is_everything() || filter.matches(&row.cgroup))
+            .filter(|row| filter.matches(&row.cgroup))
             .collect()
     }
 
