@@ -57,21 +57,26 @@ pub struct ReclaimBefore {
 impl OomKill {
     pub fn decode(raw: &OomKillEvent, ctx: &mut DecodeContext) -> Self {
         let from_task = raw.source == oom_source::BTF_TASK;
-        let victim_cgroup = match ctx.cgroups.path(raw.victim.memcg_id) {
-            Some(path) => Some(path),
-            // The classic record has no memcg: ask /proc while the victim is still exiting.
-            None => memcg_of_pid(raw.victim.pid, ctx.version),
-        };
+        let known_cgroup = ctx.cgroups.path(raw.victim.memcg_id);
+        // The classic record has no memcg: ask /proc at once, while the victim is still exiting.
+        let proc_cgroup = known_cgroup
+            .is_none()
+            .then(|| memcg_of_pid(raw.victim.pid, ctx.version))
+            .flatten();
         let context = ctx.oom_contexts.remove(&raw.victim.pid);
         let domain = context.and_then(|c| ctx.cgroups.path(c.memcg_id));
         let explanation = match ctx.postmortem.as_mut() {
             Some(postmortem) => postmortem.explain_kill(
                 raw.victim.pid,
-                victim_cgroup.as_deref(),
+                known_cgroup.as_deref().or(proc_cgroup.as_deref()),
                 context.as_ref().map(|c| (c, domain)),
             ),
             None => Explanation::default(),
         };
+        // The kernel's own report beats /proc, which can only be read while the victim lives.
+        let victim_cgroup = known_cgroup
+            .or_else(|| explanation.victim_cgroup.clone())
+            .or(proc_cgroup);
         Self {
             explanation,
             reclaim_before: None,

@@ -41,6 +41,9 @@ pub struct Explanation {
     pub scoreboard: Vec<Candidate>,
     /// `kernel_log` (exact) or `snapshot` (read after the fact).
     pub report: &'static str,
+    /// The victim's memcg as the kernel's report names it (`task_memcg=`).
+    #[serde(skip)]
+    pub victim_cgroup: Option<String>,
     /// True when constraint, totalpages and points are the kernel's own oom_control (fentry
     /// on oom_kill_process), not reconstructed.
     pub exact: bool,
@@ -209,6 +212,7 @@ impl PostMortem {
             breakdown,
             scoreboard,
             report: "kernel_log",
+            victim_cgroup: report.task_memcg.clone(),
             ..Default::default()
         })
     }
