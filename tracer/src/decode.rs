@@ -16,8 +16,11 @@ use crate::{
 
 /// Every event memstall reports; JSON `type` names the variant (for stalls, their kind).
 #[derive(Clone, Debug, PartialEq)]
+// Stalls are the hot path and stay unboxed; a kill, rare and carrying its whole post-mortem,
+// is boxed.
+#[allow(clippy::large_enum_variant)]
 pub enum Event {
-    OomKill(OomKill),
+    OomKill(Box<OomKill>),
     Stall(Stall),
 }
 
@@ -96,7 +99,7 @@ impl DecodeContext {
     /// `None` for a record that decodes but names nothing this build knows.
     pub fn decode(&mut self, bytes: &[u8]) -> Result<Option<Event>, DecodeError> {
         Ok(match RawEvent::decode(bytes)? {
-            RawEvent::OomKill(raw) => Some(Event::OomKill(OomKill::decode(&raw, self))),
+            RawEvent::OomKill(raw) => Some(Event::OomKill(Box::new(OomKill::decode(&raw, self)))),
             RawEvent::Stall(raw) => Stall::decode(&raw, self).map(Event::Stall),
             RawEvent::OomContext(raw) => {
                 // Bounded: a context whose kill never came (filtered out) must not pile up.

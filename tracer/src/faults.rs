@@ -107,13 +107,13 @@ pub fn all_totals(root: &Path, version: CgroupVersion) -> CgroupCounters {
             } else {
                 format!("{rel}/{name}")
             };
-            if version == CgroupVersion::V2 {
-                if let Some(child) = stat_counters(&entry.path(), true, version) {
-                    children
-                        .iter_mut()
-                        .zip(child)
-                        .for_each(|(sum, c)| *sum += c);
-                }
+            if version == CgroupVersion::V2
+                && let Some(child) = stat_counters(&entry.path(), true, version)
+            {
+                children
+                    .iter_mut()
+                    .zip(child)
+                    .for_each(|(sum, c)| *sum += c);
             }
             stack.push((entry.path(), child_rel));
         }

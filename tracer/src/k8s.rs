@@ -77,12 +77,12 @@ pub fn parse(path: &str) -> Option<Labels> {
         return Some(labels);
     }
     // Plain docker (cgroupfs driver) and systemd units (docker-<id>.scope is both).
-    if let [.., "docker", id] = parts.as_slice() {
-        if is_container_id(id) {
-            labels.container_id = Some((*id).to_owned());
-            labels.runtime = Some("docker".into());
-            return Some(labels);
-        }
+    if let [.., "docker", id] = parts.as_slice()
+        && is_container_id(id)
+    {
+        labels.container_id = Some((*id).to_owned());
+        labels.runtime = Some("docker".into());
+        return Some(labels);
     }
     let last = parts.last()?;
     if last.ends_with(".service") || last.ends_with(".scope") {

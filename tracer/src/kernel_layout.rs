@@ -68,10 +68,10 @@ impl KernelBtf {
             }
             if name.is_empty() {
                 let inner = self.strip(self.btf.resolve_chained_type(member)?)?;
-                if let Type::Struct(inner) | Type::Union(inner) = inner {
-                    if let Some((offset, ty)) = self.member(&inner, field)? {
-                        return Ok(Some((bit_offset / 8 + offset, ty)));
-                    }
+                if let Type::Struct(inner) | Type::Union(inner) = inner
+                    && let Some((offset, ty)) = self.member(&inner, field)?
+                {
+                    return Ok(Some((bit_offset / 8 + offset, ty)));
                 }
             }
         }

@@ -385,11 +385,12 @@ impl Sink for LiveSink {
             return Ok(());
         }
         locked(&self.state).fold(summary);
-        if self.render.is_none() && !self.done {
-            if let Err(err) = self.start() {
-                log::warn!("live view unavailable ({err}); the summary prints at the end");
-                self.done = true;
-            }
+        if self.render.is_none()
+            && !self.done
+            && let Err(err) = self.start()
+        {
+            log::warn!("live view unavailable ({err}); the summary prints at the end");
+            self.done = true;
         }
         Ok(())
     }

@@ -23,7 +23,7 @@ pub fn kills_in_kernel_log(hierarchy: &MemoryHierarchy) -> Result<Vec<OomKill>> 
             let victim = report
                 .victim_pid
                 .or(report.killed.as_ref().map(|k| k.pid))?;
-            let explanation = postmortem.from_report(report, victim);
+            let explanation = postmortem.explain_report(report, victim);
             OomKill::from_report(
                 report,
                 explanation,
@@ -54,7 +54,7 @@ pub fn show(
         .collect();
     let shown = &kills[kills.len().saturating_sub(last)..];
     for kill in shown {
-        let event = Event::OomKill(kill.clone());
+        let event = Event::OomKill(Box::new(kill.clone()));
         for sink in sinks.iter_mut() {
             sink.event(&event)?;
         }

@@ -165,7 +165,7 @@ impl PostMortem {
     }
 
     /// The explanation of a report read from the kernel log, e.g. after the fact.
-    pub fn from_report(&self, report: &OomReport, victim_pid: u32) -> Explanation {
+    pub fn explain_report(&self, report: &OomReport, victim_pid: u32) -> Explanation {
         let memcg = report.constraint.as_deref() == Some("CONSTRAINT_MEMCG");
         let kb_to_pages = |kb: u64| kb * 1024 / self.page_size;
         let totalpages = match (memcg, report.memory_limit_kb) {
@@ -218,7 +218,7 @@ impl PostMortem {
     }
 
     /// Without the kernel's report: the nearest cgroup at its limit is the domain, else global.
-    fn from_snapshot(&self, victim_cgroup: Option<&str>, victim_pid: u32) -> Explanation {
+    fn explain_snapshot(&self, victim_cgroup: Option<&str>, victim_pid: u32) -> Explanation {
         let (limit_file, usage_file) = match self.version {
             CgroupVersion::V1 => ("memory.limit_in_bytes", "memory.usage_in_bytes"),
             CgroupVersion::V2 => ("memory.max", "memory.current"),
@@ -307,8 +307,8 @@ impl PostMortem {
         context: Option<(&OomContextEvent, Option<String>)>,
     ) -> Explanation {
         let mut e = match self.kernel_report(victim_pid) {
-            Some(report) => self.from_report(&report, victim_pid),
-            None => self.from_snapshot(victim_cgroup, victim_pid),
+            Some(report) => self.explain_report(&report, victim_pid),
+            None => self.explain_snapshot(victim_cgroup, victim_pid),
         };
         if let Some((oc, domain)) = context {
             // The kernel's own figures win over the reconstruction.

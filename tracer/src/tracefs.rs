@@ -80,7 +80,8 @@ pub fn parse_format(text: &str) -> Vec<FormatField> {
 /// `pid`). Sizes are checked so the program's fixed-width reads stay right.
 pub fn mark_victim_format(fields: &[FormatField]) -> MarkVictimFormat {
     let mut format = MarkVictimFormat::default();
-    let wanted: [(&str, u32, &[u32], fn(&mut MarkVictimFormat) -> &mut u32); 9] = [
+    type Slot = fn(&mut MarkVictimFormat) -> &mut u32;
+    let wanted: [(&str, u32, &[u32], Slot); 9] = [
         ("pid", MarkVictimFormat::PID, &[4], |f| &mut f.pid),
         ("comm", MarkVictimFormat::COMM, &[4], |f| {
             &mut f.comm_data_loc

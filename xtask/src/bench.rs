@@ -242,7 +242,7 @@ fn bpf_program_costs(bins: &Bins) -> Result<Vec<(String, u64, f64)>> {
                 costs.push((name, runs, ns as f64 / runs as f64));
             }
         }
-        costs.sort_by(|a, b| b.1.cmp(&a.1));
+        costs.sort_by_key(|c| std::cmp::Reverse(c.1));
         Ok(costs)
     })();
     let _ = fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");

@@ -299,8 +299,8 @@ fn boot(
                 break;
             }
         };
-        if line.starts_with("vmtest: ") {
-            eprintln!("vmtest {name}: {}", &line["vmtest: ".len()..]);
+        if let Some(message) = line.strip_prefix("vmtest: ") {
+            eprintln!("vmtest {name}: {message}");
             if line.starts_with("vmtest: init") && outcome.boot.is_none() {
                 outcome.boot = Some(started.elapsed());
             }

@@ -179,7 +179,7 @@ mod tests {
             victim_labels: None,
         };
         let mut sink = JsonSink::new(Vec::new());
-        sink.event(&Event::OomKill(kill)).unwrap();
+        sink.event(&Event::OomKill(Box::new(kill))).unwrap();
         sink.finish(&RunSummary {
             dropped: 3,
             ..Default::default()

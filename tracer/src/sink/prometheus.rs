@@ -543,8 +543,8 @@ mod tests {
             labels: None,
             victim_labels: None,
         };
-        metrics.event(&Event::OomKill(kill.clone()));
-        metrics.event(&Event::OomKill(kill));
+        metrics.event(&Event::OomKill(Box::new(kill.clone())));
+        metrics.event(&Event::OomKill(Box::new(kill)));
         metrics.hooks(&[
             HookStatus {
                 hook: "oom_kill",

@@ -384,7 +384,7 @@ fn memory_samples_v1_v2_and_host() {
 }
 
 fn kill(time_ns: u64) -> Event {
-    Event::OomKill(OomKill {
+    Event::OomKill(Box::new(OomKill {
         time_ns,
         cgroup: Some("/svc".into()),
         pid: 10,
@@ -407,7 +407,7 @@ fn kill(time_ns: u64) -> Event {
         reclaim_before: None,
         labels: None,
         victim_labels: None,
-    })
+    }))
 }
 
 /// A v2-style cgroup in a temporary hierarchy, watched by a soak sink fed by hand.
