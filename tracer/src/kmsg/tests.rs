@@ -1,5 +1,8 @@
 //! Parser tests on real and synthetic kernel logs.
-use super::*;
+use super::{
+    oom_report::{parse_killed, parse_oom_kill, parse_task},
+    *,
+};
 
 /// One record per line, timestamps 1 µs apart starting at `usec`.
 fn records(usec: u64, text: &str) -> Vec<KmsgRecord> {
