@@ -71,6 +71,10 @@ fn oom_kill_matches_the_kernel(extra_args: &[&str], source: &str) {
     );
     assert_eq!(kill["pid"], hog_pid);
     assert_eq!(kill["oom_score_adj"], 0);
+    // The memcg retried reclaim before giving up: those stalls, in its OOM domain, are on record.
+    let before = &kill["reclaim_before"];
+    assert!(before["stalls"].as_u64().unwrap() >= 1, "{before}");
+    assert!(before["stall_ns"].as_u64().unwrap() > 0, "{before}");
     assert!(kill["time_ns"].as_u64().unwrap() > 1_600_000_000_000_000_000);
     let anon_kb = kill["anon_rss_kb"].as_u64().unwrap();
     // The per-CPU rss counters the kernel reports run a few pages ahead of the exact count.

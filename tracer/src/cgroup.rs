@@ -185,6 +185,11 @@ impl CgroupResolver {
         self.by_id.get(&id).cloned()
     }
 
+    /// The path of memcg `id` for display: `?` when it cannot be named.
+    pub fn name(&mut self, id: u64) -> String {
+        self.path(id).unwrap_or_else(|| "?".into())
+    }
+
     /// Records a path learnt elsewhere (e.g. from /proc) so later lookups of `id` hit.
     pub fn remember(&mut self, id: u64, path: &str) {
         self.by_id.entry(id).or_insert_with(|| path.to_owned());

@@ -146,7 +146,7 @@ pub fn count_cgroups(root: &Path) -> usize {
 pub fn kernel_totals(counters: &MemcgCounters, cgroups: &mut CgroupResolver) -> CgroupCounters {
     let mut totals = CgroupCounters::new();
     for (memcg, counts) in counters {
-        let path = cgroups.path(*memcg).unwrap_or_else(|| "?".into());
+        let path = cgroups.name(*memcg);
         let entry = totals.entry(path).or_default();
         entry.iter_mut().zip(counts).for_each(|(sum, c)| *sum += c);
     }

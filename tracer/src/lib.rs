@@ -23,6 +23,7 @@ pub mod oom_view;
 pub mod pipeline;
 pub mod postmortem;
 pub mod preflight;
+pub mod recent_stalls;
 pub mod reclaim;
 pub mod report;
 pub mod run;

@@ -1,11 +1,7 @@
 //! Everything between the ring buffer and the sinks: decode → filter → enrich → aggregate →
 //! sinks. Stalls under the threshold take a fast path: they only feed histograms keyed by
 //! memcg id, and ids become paths when a summary is written.
-use std::{
-    collections::{HashMap, VecDeque},
-    path::PathBuf,
-    time::Instant,
-};
+use std::{collections::HashMap, path::PathBuf, time::Instant};
 
 use anyhow::Result;
 use tracer_common::{MEMCG_SLOTS, RawEvent, StallEvent, StallKind};
@@ -20,7 +16,7 @@ use crate::{
     latency::{self, LatencyCounters, LatencyRow},
     loader::KernelCounters,
     memcg::MemcgPages,
-    oom::ReclaimBefore,
+    recent_stalls::RecentStalls,
     sink::{RunSummary, Sink, Summary},
     stats::{StallAggregator, SummaryRow},
 };
@@ -39,8 +35,8 @@ pub struct Pipeline {
     period_started: Instant,
     /// Kernel counter totals at the last interval, for per-interval deltas.
     counters_seen: KernelCounters,
-    /// Stalls of the last RECENT_WINDOW, for the reclaim effort before an OOM kill.
-    recent: VecDeque<RecentStall>,
+    /// For the reclaim effort before an OOM kill.
+    recent: RecentStalls,
     /// Userspace `--cgroup` decisions per memcg id (the kernel filters first; this catches
     /// the classic OOM hook and keeps the two in step).
     watched_ids: HashMap<u64, bool>,
@@ -75,17 +71,6 @@ pub struct MemoryStatScope {
     pub watched: Vec<String>,
 }
 
-struct RecentStall {
-    boot_ns: u64,
-    memcg_id: u64,
-    latency_ns: u64,
-    pages: u64,
-    scanned: u64,
-}
-
-const RECENT_WINDOW_NS: u64 = 10_000_000_000;
-const RECENT_MAX: usize = 100_000;
-
 /// Whether `cgroup` is `domain` or below it (`None`: the whole machine).
 fn within(cgroup: &str, domain: Option<&str>) -> bool {
     domain.is_none_or(|domain| crate::cgroup::is_within(cgroup, domain))
@@ -108,7 +93,7 @@ impl Pipeline {
             started: Instant::now(),
             period_started: Instant::now(),
             counters_seen: KernelCounters::default(),
-            recent: VecDeque::new(),
+            recent: RecentStalls::default(),
             watched_ids: HashMap::new(),
             labeler: Labeler::new(k8s::KUBELET_PODS),
             sources: CounterSources::default(),
@@ -146,8 +131,7 @@ impl Pipeline {
         ];
         if from_kernel.iter().any(|(on, _)| *on) {
             let kernel = faults::kernel_totals(&kernel.memcg_pages, &mut self.decoder.cgroups);
-            for (on, slots) in from_kernel.into_iter().filter(|(on, _)| *on) {
-                let _ = on;
+            for (_, slots) in from_kernel.into_iter().filter(|(on, _)| *on) {
                 totals.values_mut().for_each(|v| v[slots.clone()].fill(0));
                 for (path, counts) in &kernel {
                     let entry = totals.entry(path.clone()).or_default();
@@ -171,14 +155,6 @@ impl Pipeline {
 
     fn watched(&self, cgroups: &[&str]) -> bool {
         self.filter.is_everything() || cgroups.iter().any(|c| self.filter.matches(c))
-    }
-
-    /// The path of a memcg id, `?` when it cannot be named.
-    fn path_of(&mut self, memcg_id: u64) -> String {
-        self.decoder
-            .cgroups
-            .path(memcg_id)
-            .unwrap_or_else(|| "?".into())
     }
 
     fn watched_id(&mut self, memcg_id: u64) -> bool {
@@ -212,21 +188,13 @@ impl Pipeline {
             raw.nr_reclaimed,
             raw.pass_scanned,
         );
-        while self
-            .recent
-            .front()
-            .is_some_and(|r| r.boot_ns + RECENT_WINDOW_NS < raw.header.boot_ns)
-            || self.recent.len() >= RECENT_MAX
-        {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(RecentStall {
-            boot_ns: raw.header.boot_ns,
+        self.recent.push(
+            raw.header.boot_ns,
             memcg_id,
-            latency_ns: raw.latency_ns,
-            pages: raw.nr_reclaimed,
-            scanned: raw.pass_scanned,
-        });
+            raw.latency_ns,
+            raw.nr_reclaimed,
+            raw.pass_scanned,
+        );
         self.run.stalls += 1;
         true
     }
@@ -259,8 +227,12 @@ impl Pipeline {
             Event::OomKill(kill) => {
                 kill.labels = label(&kill.cgroup);
                 kill.victim_labels = label(&kill.victim_cgroup);
-                let domain = kill.explanation.oom_cgroup.clone();
-                kill.reclaim_before = Some(self.reclaim_before(domain.as_deref()));
+                // Stalls in the OOM domain (no domain: anywhere).
+                let domain = kill.explanation.oom_cgroup.as_deref();
+                let cgroups = &mut self.decoder.cgroups;
+                kill.reclaim_before = Some(self.recent.effort(BootClock::now_boot_ns(), |id| {
+                    within(&cgroups.name(id), domain)
+                }));
             }
             Event::Stall(stall) => stall.labels = label(&stall.cgroup),
         }
@@ -269,38 +241,6 @@ impl Pipeline {
             sink.event(&event)?;
         }
         Ok(())
-    }
-
-    /// Stalls in the OOM domain (`None`: anywhere) during the last RECENT_WINDOW.
-    fn reclaim_before(&mut self, domain: Option<&str>) -> ReclaimBefore {
-        let now = BootClock::now_boot_ns();
-        let mut before = ReclaimBefore {
-            window_ns: RECENT_WINDOW_NS,
-            ..Default::default()
-        };
-        let mut inside: HashMap<u64, bool> = HashMap::new();
-        let recent = std::mem::take(&mut self.recent);
-        for r in recent
-            .iter()
-            .filter(|r| r.boot_ns + RECENT_WINDOW_NS >= now)
-        {
-            let is_inside = match inside.get(&r.memcg_id) {
-                Some(&known) => known,
-                None => {
-                    let known = within(&self.path_of(r.memcg_id), domain);
-                    inside.insert(r.memcg_id, known);
-                    known
-                }
-            };
-            if is_inside {
-                before.stalls += 1;
-                before.stall_ns += r.latency_ns;
-                before.pages_reclaimed += r.pages;
-                before.pages_scanned += r.scanned;
-            }
-        }
-        self.recent = recent;
-        before
     }
 
     /// Wake-up requests per cgroup path since `baseline` (absent ids count from zero).
@@ -312,11 +252,7 @@ impl Pipeline {
         let mut by_path: HashMap<String, u64> = HashMap::new();
         for &(memcg, total) in totals {
             let delta = total.saturating_sub(baseline.get(&memcg).copied().unwrap_or(0));
-            let path = self
-                .decoder
-                .cgroups
-                .path(memcg)
-                .unwrap_or_else(|| "?".into());
+            let path = self.decoder.cgroups.name(memcg);
             if delta > 0 && self.watched(&[&path]) {
                 *by_path.entry(path).or_default() += delta;
             }
@@ -329,7 +265,7 @@ impl Pipeline {
     /// The interval's stall rows (closing it), or the run's totals.
     fn stall_rows(&mut self, totals: bool) -> Vec<SummaryRow> {
         let decoder = &mut self.decoder;
-        let mut name = |id: u64| decoder.cgroups.path(id).unwrap_or_else(|| "?".into());
+        let mut name = |id: u64| decoder.cgroups.name(id);
         if totals {
             self.stalls.totals(&mut name)
         } else {
@@ -369,7 +305,7 @@ impl Pipeline {
         };
         let decoder = &mut self.decoder;
         let filter = &self.filter;
-        let mut name = |id: u64| decoder.cgroups.path(id).unwrap_or_else(|| "?".into());
+        let mut name = |id: u64| decoder.cgroups.name(id);
         latency::rows(now, before, &mut name)
             .into_iter()
             .filter(|row| filter.matches(&row.cgroup))
@@ -402,7 +338,7 @@ impl Pipeline {
     /// whether any watched cgroup is left.
     pub fn cgroup_removed(&mut self, relative: &str) -> Result<bool> {
         let decoder = &mut self.decoder;
-        let mut name = |id: u64| decoder.cgroups.path(id).unwrap_or_else(|| "?".into());
+        let mut name = |id: u64| decoder.cgroups.name(id);
         let rows = self
             .stalls
             .totals_where(&mut name, |path| within(path, Some(relative)));
