@@ -189,15 +189,11 @@ impl KernelBtf {
         })
     }
 
-    /// Item numbers of `enum vm_event_item` for the memcg counters; u32::MAX where missing,
-    /// and for the fault slots unless `count_faults` (counting faults costs every fault).
-    pub fn memcg_items(&self, count_faults: bool) -> tracer_common::MemcgItems {
+    /// Item numbers of `enum vm_event_item` for the memcg counters; u32::MAX where missing.
+    pub fn memcg_items(&self) -> tracer_common::MemcgItems {
         use tracer_common::MemcgSlot;
         let mut items = [u32::MAX; tracer_common::MEMCG_SLOTS];
         for slot in MemcgSlot::ALL {
-            if !count_faults && matches!(slot, MemcgSlot::Pgfault | MemcgSlot::Pgmajfault) {
-                continue;
-            }
             if let Ok(value) = self.enumerator(slot.kernel_item()) {
                 items[slot as usize] = value;
             }
@@ -283,7 +279,7 @@ mod tests {
         assert_eq!(sorted, counters, "MM_* counters are laid out in enum order");
         assert!(btf.tracepoint_first_arg_is_task("mark_victim").is_ok());
         assert_eq!(btf.oom_control_layout().valid, 1);
-        let items = btf.memcg_items(true).items;
+        let items = btf.memcg_items().items;
         assert!(items.iter().all(|&i| i != u32::MAX), "{items:?}");
         let mut distinct = items.to_vec();
         distinct.dedup();

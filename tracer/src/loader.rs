@@ -7,7 +7,7 @@ use aya::{
     maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, StackTraceMap},
     programs::{BtfTracePoint, FEntry, FExit, RawTracePoint, TracePoint},
 };
-use tracer_common::{FilterConfig, KernelLayout};
+use tracer_common::{FilterConfig, KernelLayout, MemcgItems, MemcgSlot, OomControlLayout};
 
 use crate::{kernel_layout::KernelBtf, latency, memcg, oom, reclaim};
 
@@ -36,27 +36,55 @@ impl fmt::Display for HookStatus {
 
 /// What programs need to know about the running kernel.
 pub struct KernelInfo {
-    pub btf: KernelBtf,
     pub aya_btf: Btf,
     pub layout: Result<KernelLayout, String>,
+    /// enum vm_event_item numbers of every memcg counter, fault slots included.
+    memcg_items: MemcgItems,
+    pub oom_control_layout: OomControlLayout,
+    /// Whether tp_btf oom/mark_victim passes the victim's task_struct.
+    pub mark_victim_passes_task: Result<bool, String>,
     /// The user asked for classic tracepoints only (`--force-tracepoints`).
     pub force_tracepoints: bool,
 }
 
 impl KernelInfo {
     pub fn read(btf_path: &Path, force_tracepoints: bool) -> Result<Self> {
-        let btf = KernelBtf::open(btf_path)?;
+        // One parse of vmlinux BTF at a time: btf-rs answers the layout questions and is gone
+        // before aya parses its own copy (each holds tens of MiB).
+        let (layout, memcg_items, oom_control_layout, mark_victim_passes_task) = {
+            let btf = KernelBtf::open(btf_path)?;
+            // SAFETY: sysconf has no memory-safety preconditions.
+            let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
+            (
+                btf.layout(page_size).map_err(|e| format!("{e:#}")),
+                btf.memcg_items(),
+                btf.oom_control_layout(),
+                btf.tracepoint_first_arg_is_task("mark_victim")
+                    .map_err(|e| format!("{e:#}")),
+            )
+        };
         let aya_btf = Btf::parse_file(btf_path, Endianness::default())
             .with_context(|| format!("parsing BTF {}", btf_path.display()))?;
-        // SAFETY: sysconf has no memory-safety preconditions.
-        let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
-        let layout = btf.layout(page_size).map_err(|e| format!("{e:#}"));
         Ok(Self {
-            btf,
             aya_btf,
             layout,
+            memcg_items,
+            oom_control_layout,
+            mark_victim_passes_task,
             force_tracepoints,
         })
+    }
+
+    /// The memcg counter items to count; the fault slots only if `count_faults` (counting
+    /// faults costs every fault).
+    pub fn memcg_items(&self, count_faults: bool) -> MemcgItems {
+        let mut items = self.memcg_items;
+        if !count_faults {
+            for slot in [MemcgSlot::Pgfault, MemcgSlot::Pgmajfault] {
+                items.items[slot as usize] = u32::MAX;
+            }
+        }
+        items
     }
 }
 
@@ -113,9 +141,9 @@ impl Tracer {
             .btf(Some(&kernel.aya_btf))
             .override_global("KERNEL_LAYOUT", &layout, true)
             .override_global("STACK_THRESHOLD_NS", &stack_threshold_ns, true)
-            .override_global("MEMCG_ITEMS", &kernel.btf.memcg_items(count_faults), true)
+            .override_global("MEMCG_ITEMS", &kernel.memcg_items(count_faults), true)
             .override_global("FILTER", &filter, true)
-            .override_global("OOM_CONTROL_LAYOUT", &kernel.btf.oom_control_layout(), true)
+            .override_global("OOM_CONTROL_LAYOUT", &kernel.oom_control_layout, true)
             .load(object)
             .context("loading the eBPF object")?;
         // Before any program attaches, so no event of an unwatched cgroup slips through.

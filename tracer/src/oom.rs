@@ -250,13 +250,10 @@ pub fn attach(
 ) -> crate::loader::HookStatus {
     use crate::{loader, tracefs};
     let mut notes = Vec::new();
-    let btf_usable = match (
-        &kernel.layout,
-        kernel.btf.tracepoint_first_arg_is_task("mark_victim"),
-    ) {
+    let btf_usable = match (&kernel.layout, &kernel.mark_victim_passes_task) {
         _ if kernel.force_tracepoints => Err("--force-tracepoints".into()),
         (Err(why), _) => Err(format!("kernel layout: {why}")),
-        (_, Err(e)) => Err(format!("{e:#}")),
+        (_, Err(e)) => Err(e.clone()),
         (_, Ok(false)) => Err("this kernel's mark_victim does not pass the victim task".into()),
         (Ok(_), Ok(true)) => Ok(()),
     };
@@ -298,7 +295,7 @@ pub fn attach_context(
     ebpf: &mut aya::Ebpf,
     kernel: &crate::loader::KernelInfo,
 ) -> crate::loader::HookStatus {
-    let attached = if kernel.btf.oom_control_layout().valid == 0 {
+    let attached = if kernel.oom_control_layout.valid == 0 {
         Err("struct oom_control not in kernel BTF".to_owned())
     } else {
         crate::loader::attach_fentry(
