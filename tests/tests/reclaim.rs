@@ -128,6 +128,28 @@ fn memcg_reclaim_stalls_reconcile_with_the_cgroup() {
         "no stack shows a charge inside a page fault: {:#}",
         stalls[0]
     );
+    // Stalls of a burst share stack ids: each still gets its stack (a colliding stack-map
+    // bucket may cost one its frames).
+    let with_stack = stalls
+        .iter()
+        .filter(|s| s["kernel_stack"].as_array().is_some_and(|f| !f.is_empty()))
+        .count();
+    assert!(
+        with_stack * 10 >= stalls.len() * 9,
+        "{with_stack} of {} stalls carry a kernel stack",
+        stalls.len()
+    );
+    // ... and who in user space paid: memhog's own functions, by name.
+    assert!(
+        stalls.iter().any(|s| s["user_stack"]
+            .as_array()
+            .is_some_and(|frames| frames.iter().any(|f| {
+                let f = f.as_str().unwrap();
+                f.contains("memhog::") && f.ends_with("memhog)")
+            }))),
+        "no user stack names a memhog function: {:#}",
+        stalls[0]
+    );
     let summaries = total_summaries(&events, "memcg_reclaim");
     assert_eq!(summaries.len(), 1, "{summaries:?}");
     assert_eq!(summaries[0]["cgroup"], cgroup.relative.as_str());

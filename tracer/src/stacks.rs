@@ -1,12 +1,36 @@
 //! Turning stack ids of outlier stalls into readable frames.
-use std::{collections::BTreeMap, fs};
+use std::{
+    collections::{BTreeMap, HashMap},
+    fs,
+};
 
 use aya::maps::{MapData, StackTraceMap};
+use blazesym::{
+    Pid,
+    symbolize::{
+        self, Input, Symbolized,
+        source::{Elf, Process, Source},
+    },
+};
 
-/// Kernel symbols from /proc/kallsyms, read on first use (only outliers need them).
+/// Processes whose mappings are remembered, for stalls decoded after their process exited.
+const MAPPINGS_KEPT: usize = 256;
+/// Stack ids read before the kernel's map is emptied (it holds 4096; more fill it with
+/// colliding buckets).
+const STACKS_KEPT: usize = 1024;
+
+/// Kernel symbols from /proc/kallsyms, read on first use (only outliers need them); user
+/// symbols from the process's ELF files (and perf map, for JITs) through blazesym, which
+/// caches each file it parsed.
 #[derive(Default)]
 pub struct Symbolizer {
     kernel: Option<BTreeMap<u64, String>>,
+    user: symbolize::Symbolizer,
+    /// The last /proc/PID/maps read per tgid.
+    mappings: HashMap<u32, Vec<Mapping>>,
+    /// Frames of the stack ids read so far. Ids stay in the kernel's map, where their frames
+    /// cannot change, so every stall of a burst that shares a stack gets it.
+    seen_stacks: HashMap<u32, Vec<u64>>,
 }
 
 impl Symbolizer {
@@ -27,30 +51,80 @@ impl Symbolizer {
         }
     }
 
-    /// Reads and frees stack `id` of STACKS, symbolized, without memstall's own frames at the
+    fn stack_ips(&mut self, stacks: &mut StackTraceMap<MapData>, id: i32) -> Vec<u64> {
+        let Ok(id) = u32::try_from(id) else {
+            return Vec::new();
+        };
+        if let Some(ips) = self.seen_stacks.get(&id) {
+            return ips.clone();
+        }
+        if self.seen_stacks.len() >= STACKS_KEPT {
+            // Everything, including stacks of stalls that never reached us (dropped, or not
+            // watched): a stall of this instant whose stack goes with them shows none.
+            let ids: Vec<u32> = stacks.stack_ids().filter_map(Result::ok).collect();
+            for id in ids {
+                let _ = stacks.remove(&id);
+            }
+            self.seen_stacks.clear();
+        }
+        let ips: Vec<u64> = match stacks.get(&id, 0) {
+            Ok(stack) => stack.frames().iter().map(|f| f.ip).collect(),
+            Err(_) => Vec::new(),
+        };
+        if !ips.is_empty() {
+            self.seen_stacks.insert(id, ips.clone());
+        }
+        ips
+    }
+
+    /// Stack `id` of STACKS, symbolized, without memstall's own frames at the
     /// top; empty when not captured.
     pub fn kernel_stack(&mut self, stacks: &mut StackTraceMap<MapData>, id: i32) -> Vec<String> {
-        let ips = take_stack(stacks, id);
+        let ips = self.stack_ips(stacks, id);
         let frames: Vec<String> = ips.into_iter().map(|ip| self.kernel_symbol(ip)).collect();
         let ours = frames.iter().take_while(|f| is_tracing_frame(f)).count();
         frames.into_iter().skip(ours).collect()
     }
 
-    /// User frames as `file+offset` from the process's mappings while it still exists.
+    /// User frames as `function+offset (file)` while the process still exists; `file+offset`
+    /// where its files carry no symbols.
     pub fn user_stack(
         &mut self,
         stacks: &mut StackTraceMap<MapData>,
         id: i32,
         tgid: u32,
     ) -> Vec<String> {
-        let ips = take_stack(stacks, id);
+        let ips = self.stack_ips(stacks, id);
         if ips.is_empty() {
             return Vec::new();
         }
         let maps = fs::read_to_string(format!("/proc/{tgid}/maps")).unwrap_or_default();
         let mappings = parse_maps(&maps);
-        ips.into_iter()
-            .map(|ip| user_frame(&mappings, ip))
+        if !mappings.is_empty() {
+            if self.mappings.len() >= MAPPINGS_KEPT {
+                self.mappings.clear();
+            }
+            self.mappings.insert(tgid, mappings);
+        }
+        // While the process lives, blazesym reads its files through /proc/PID/map_files, which
+        // also works for a container's mount namespace and for files deleted since.
+        let source = Source::Process(Process::new(Pid::from(tgid)));
+        let symbols = self
+            .user
+            .symbolize(&source, Input::AbsAddr(&ips))
+            .unwrap_or_default();
+        let mappings = self.mappings.get(&tgid).map_or(&[][..], Vec::as_slice);
+        ips.iter()
+            .enumerate()
+            .map(|(i, &ip)| match symbols.get(i) {
+                Some(Symbolized::Sym(sym)) => {
+                    let file = sym.module.as_deref().map(|m| m.to_string_lossy());
+                    symbol_frame(&sym.name, sym.offset, file.as_deref())
+                }
+                // Gone already: its files by path, from the mappings seen last.
+                _ => symbolize_in_file(&self.user, mappings, ip)
+                    .unwrap_or_else(|| user_frame(mappings, ip)),
+            })
             .collect()
     }
 }
@@ -60,19 +134,6 @@ fn is_tracing_frame(frame: &str) -> bool {
     frame.starts_with("bpf_prog_")
         || frame.starts_with("bpf_trace_run")
         || frame.starts_with("__bpf_trace_")
-}
-
-fn take_stack(stacks: &mut StackTraceMap<MapData>, id: i32) -> Vec<u64> {
-    let Ok(id) = u32::try_from(id) else {
-        return Vec::new();
-    };
-    let ips = match stacks.get(&id, 0) {
-        Ok(stack) => stack.frames().iter().map(|f| f.ip).collect(),
-        Err(_) => Vec::new(),
-    };
-    // Identical stacks share an id; freeing it early at worst loses a later duplicate's frames.
-    let _ = stacks.remove(&id);
-    ips
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -99,6 +160,35 @@ pub fn parse_maps(text: &str) -> Vec<Mapping> {
             })
         })
         .collect()
+}
+
+/// The symbol at `ip` from the ELF file mapped there, by file offset.
+fn symbolize_in_file(
+    symbolizer: &symbolize::Symbolizer,
+    mappings: &[Mapping],
+    ip: u64,
+) -> Option<String> {
+    let m = mapping_of(mappings, ip)?;
+    let source = Source::Elf(Elf::new(&m.path));
+    let offset = ip - m.start + m.offset;
+    match symbolizer.symbolize_single(&source, Input::FileOffset(offset)) {
+        Ok(Symbolized::Sym(sym)) => Some(symbol_frame(&sym.name, sym.offset, Some(&m.path))),
+        _ => None,
+    }
+}
+
+fn mapping_of(mappings: &[Mapping], ip: u64) -> Option<&Mapping> {
+    mappings
+        .iter()
+        .find(|m| (m.start..m.end).contains(&ip) && m.path.starts_with('/'))
+}
+
+/// `function+0x1f (/usr/bin/app)`.
+pub fn symbol_frame(name: &str, offset: usize, file: Option<&str>) -> String {
+    match file {
+        Some(file) => format!("{name}+{offset:#x} ({file})"),
+        None => format!("{name}+{offset:#x}"),
+    }
 }
 
 pub fn user_frame(mappings: &[Mapping], ip: u64) -> String {
@@ -143,5 +233,25 @@ garbage line";
         );
         assert_eq!(user_frame(&mappings, 0x7f0000000010), "0x7f0000000010");
         assert_eq!(user_frame(&mappings, 0x10), "0x10");
+    }
+
+    #[inline(never)]
+    fn a_function_to_find() -> u64 {
+        std::hint::black_box(42)
+    }
+
+    #[test]
+    fn symbolizes_by_file_offset_from_remembered_mappings() {
+        let maps = fs::read_to_string("/proc/self/maps").unwrap();
+        let mappings = parse_maps(&maps);
+        let ip = a_function_to_find as *const () as u64 + 1;
+        let frame = symbolize_in_file(&symbolize::Symbolizer::new(), &mappings, ip)
+            .expect("the test binary has symbols");
+        assert!(frame.contains("a_function_to_find+0x1 ("), "{frame}");
+        assert!(frame.ends_with(')'), "{frame}");
+        assert_eq!(
+            symbolize_in_file(&symbolize::Symbolizer::new(), &[], ip),
+            None
+        );
     }
 }
