@@ -1,0 +1,84 @@
+//! Tests of live/mod.rs.
+use super::*;
+use crate::{faults::FaultRow, stats::StallStats};
+use tracer_common::StallKind;
+
+fn summary(cgroup: &str, ns: &[u64], faults: f64) -> Summary {
+    let mut stats = StallStats::default();
+    for &n in ns {
+        stats.record(n, 0, 0);
+    }
+    Summary {
+        scope: "interval",
+        rows: vec![stats.row(cgroup, StallKind::MemcgReclaim)],
+        faults: vec![FaultRow {
+            cgroup: cgroup.into(),
+            minor_per_s: faults,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn folds_intervals_and_sorts() {
+    let mut state = State::default();
+    state.fold(&summary("/a", &[1_000_000; 10], 5.0));
+    state.fold(&summary("/b", &[50_000_000], 900.0));
+    state.fold(&summary("/a", &[2_000_000], 0.0));
+    let a = &state.rows["/a"];
+    assert_eq!(a.stalls(), 11);
+    assert_eq!(a.faults_per_s, 0.0, "rates are per interval");
+    assert_eq!(a.kinds["memcg_reclaim"].quantile_ns(0.5), 1_023_000);
+    let by_time: Vec<&str> = state
+        .sorted(SortKey::StallTime)
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .collect();
+    assert_eq!(by_time, ["/b", "/a"]);
+    let by_stalls: Vec<&str> = state
+        .sorted(SortKey::Stalls)
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .collect();
+    assert_eq!(by_stalls, ["/a", "/b"]);
+    assert!(
+        histograms("/a", a)
+            .iter()
+            .any(|l| l.to_string().contains("11 stalls"))
+    );
+}
+
+fn text(terminal: &ratatui::Terminal<ratatui::backend::TestBackend>) -> String {
+    terminal
+        .backend()
+        .buffer()
+        .content()
+        .iter()
+        .map(|c| c.symbol())
+        .collect()
+}
+
+#[test]
+fn renders_into_a_buffer() {
+    use ratatui::{Terminal, backend::TestBackend};
+    let mut state = State::default();
+    state.fold(&summary("/svc", &[3_000_000], 10.0));
+    state.last_oom = Some("memhog pid 7 in /svc".into());
+    let mut terminal = Terminal::new(TestBackend::new(200, 12)).unwrap();
+    let mut view = View {
+        sort: SortKey::StallTime,
+        table: TableState::default(),
+        detail: false,
+    };
+    terminal.draw(|f| draw(f, &state, &mut view)).unwrap();
+    let screen = text(&terminal);
+    assert!(
+        screen.contains("/svc") && screen.contains("memhog pid 7") && screen.contains("CGROUP"),
+        "{screen}"
+    );
+    view.detail = true;
+    terminal.draw(|f| draw(f, &state, &mut view)).unwrap();
+    let screen = text(&terminal);
+    assert!(screen.contains("histograms"), "{screen}");
+}

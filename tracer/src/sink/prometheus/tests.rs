@@ -1,0 +1,225 @@
+//! Tests of prometheus/mod.rs.
+use super::*;
+use crate::{
+    faults::FaultRow, memcg::MemcgPages, oom::OomKill, postmortem::Explanation, stats::StallStats,
+};
+use tracer_common::StallKind;
+
+#[test]
+fn log2_buckets_map_to_exact_bounds() {
+    assert_eq!(BOUNDS_US[0], 2);
+    assert_eq!(BOUNDS_US[25], 1 << 26);
+    // bcc bucket 0 is [0, 1] µs, bucket k [2^k, 2^(k+1) - 1] µs: le = high_us + 1.
+    assert_eq!(bucket_index(1), 0);
+    assert_eq!(bucket_index(3), 1);
+    assert_eq!(bucket_index(7), 2);
+    assert_eq!(bucket_index((1 << 26) - 1), 25);
+    // Past the last bound (cannot happen with 60 s stalls): +Inf, never lost.
+    assert_eq!(bucket_index((1 << 27) - 1), BOUNDS_US.len());
+    assert_eq!(bucket_index(u64::MAX), BOUNDS_US.len());
+    // Not a power of two: rounded up to the next bound, still a true `le`.
+    assert_eq!(bucket_index(4), 2);
+    // Every row bucket of a real histogram lands on its own bound.
+    let mut stats = StallStats::default();
+    for ns in [500, 1_999, 2_000, 3_999, 70_000, 5_000_000, 60_000_000_000] {
+        stats.record(ns, 0, 0);
+    }
+    for bucket in stats.log2_buckets() {
+        let i = bucket_index(bucket.high_us);
+        assert_eq!(BOUNDS_US[i], bucket.high_us + 1, "{bucket:?}");
+    }
+}
+
+fn row(latencies_ns: &[u64]) -> SummaryRow {
+    let mut stats = StallStats::default();
+    for &ns in latencies_ns {
+        stats.record(ns, 1, 2);
+    }
+    stats.row("/svc", StallKind::MemcgReclaim)
+}
+
+fn interval(rows: Vec<SummaryRow>) -> Summary {
+    Summary {
+        scope: "interval",
+        rows,
+        ..Default::default()
+    }
+}
+
+fn sample<'a>(text: &'a str, series: &str) -> Option<&'a str> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+}
+
+#[test]
+fn intervals_fold_into_cumulative_histograms() {
+    let mut metrics = Metrics::new();
+    metrics.summary(&interval(vec![row(&[1_500, 3_000, 3_500])]));
+    metrics.summary(&interval(vec![row(&[10_000_000, 100])]));
+    // Totals and removed-cgroup rows repeat what intervals carry: ignored.
+    for scope in ["total", "removed"] {
+        metrics.summary(&Summary {
+            scope,
+            ..interval(vec![row(&[5_000; 4])])
+        });
+    }
+    let text = metrics.render();
+    let series = |suffix: &str, le: Option<&str>| {
+        let labels = match le {
+            Some(le) => format!("{{le=\"{le}\",cgroup=\"/svc\",kind=\"memcg_reclaim\"}}"),
+            None => "{cgroup=\"/svc\",kind=\"memcg_reclaim\"}".to_owned(),
+        };
+        sample(&text, &format!("memstall_stall_seconds_{suffix}{labels}"))
+            .unwrap_or_else(|| panic!("{suffix} {le:?} in\n{text}"))
+            .to_owned()
+    };
+    assert_eq!(series("count", None), "5");
+    let sum: f64 = series("sum", None).parse().unwrap();
+    assert!((sum - 0.010_008_1).abs() < 1e-12, "{sum}");
+    // Cumulative: 1.5 µs and 100 ns ≤ 2 µs; 3 and 3.5 µs ≤ 4 µs; 10 ms ≤ 16.384 ms.
+    let le = |us: u64| BOUNDS_US.iter().position(|&b| b == us).unwrap();
+    let bucket = |us: u64| {
+        let value = BOUNDS_US[le(us)] as f64 / 1e6;
+        let line = text
+            .lines()
+            .filter(|l| l.starts_with("memstall_stall_seconds_bucket{"))
+            .find(|l| {
+                l.split("le=\"")
+                    .nth(1)
+                    .and_then(|rest| rest.split('"').next())
+                    .and_then(|v| v.parse::<f64>().ok())
+                    == Some(value)
+            })
+            .unwrap_or_else(|| panic!("le {us} µs in\n{text}"));
+        line.rsplit(' ').next().unwrap().parse::<u64>().unwrap()
+    };
+    assert_eq!(bucket(2), 2);
+    assert_eq!(bucket(4), 4);
+    assert_eq!(bucket(8192), 4);
+    assert_eq!(bucket(16384), 5);
+    assert_eq!(bucket(1 << 26), 5);
+    assert_eq!(series("bucket", Some("+Inf")), "5");
+    assert!(
+        text.contains("# TYPE memstall_stall_seconds histogram"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# UNIT memstall_stall_seconds seconds"),
+        "{text}"
+    );
+    assert!(text.ends_with("# EOF\n"), "{text}");
+}
+
+#[test]
+fn counters_oom_kills_drops_and_hooks_render() {
+    let mut metrics = Metrics::new();
+    let counters = Summary {
+        faults: vec![FaultRow {
+            cgroup: "/svc".into(),
+            minor: 7,
+            major: 1,
+            ..Default::default()
+        }],
+        memcg_pages: vec![MemcgPages::new("/svc".into(), [10, 5, 4, 3, 0, 0])],
+        kswapd_wakeups: vec![("/svc".into(), 2)],
+        dropped: Some(3),
+        ..interval(Vec::new())
+    };
+    metrics.summary(&counters);
+    metrics.summary(&Summary {
+        dropped: Some(5),
+        ..counters
+    });
+    let kill = OomKill {
+        time_ns: 1_700_000_000_500_000_000,
+        cgroup: Some("/svc/trigger".into()),
+        pid: 10,
+        tgid: 10,
+        comm: "alloc".into(),
+        victim_pid: 11,
+        victim_tgid: 11,
+        victim_comm: "hog".into(),
+        victim_cgroup: Some("/svc/a".into()),
+        victim_uid: Some(0),
+        anon_rss_kb: 0,
+        file_rss_kb: 0,
+        shmem_rss_kb: 0,
+        pgtables_kb: 0,
+        total_vm_kb: 0,
+        swap_entries: None,
+        oom_score_adj: 0,
+        source: "tp_btf",
+        explanation: Explanation {
+            constraint: Some("memcg".into()),
+            oom_cgroup: Some("/svc".into()),
+            ..Default::default()
+        },
+        reclaim_before: None,
+        labels: None,
+        victim_labels: None,
+    };
+    metrics.event(&Event::OomKill(Box::new(kill.clone())));
+    metrics.event(&Event::OomKill(Box::new(kill)));
+    metrics.hooks(&[
+        HookStatus {
+            hook: "oom_kill",
+            attached: Ok("tp_btf oom/mark_victim".into()),
+            notes: Vec::new(),
+        },
+        HookStatus {
+            hook: "node_reclaim",
+            attached: Err("no such tracepoint".into()),
+            notes: Vec::new(),
+        },
+    ]);
+    let mut sink = PrometheusSink::new(Arc::new(Mutex::new(metrics)));
+    sink.finish(&RunSummary {
+        dropped: 6,
+        ..Default::default()
+    })
+    .unwrap();
+    let text = locked(&sink.metrics).render();
+    for (series, value) in [
+        (
+            r#"memstall_page_faults_total{cgroup="/svc",kind="minor"}"#,
+            "14",
+        ),
+        (
+            r#"memstall_page_faults_total{cgroup="/svc",kind="major"}"#,
+            "2",
+        ),
+        (
+            r#"memstall_lru_pages_scanned_total{cgroup="/svc",reclaimer="direct"}"#,
+            "20",
+        ),
+        (
+            r#"memstall_lru_pages_reclaimed_total{cgroup="/svc",reclaimer="direct"}"#,
+            "10",
+        ),
+        (
+            r#"memstall_lru_pages_scanned_total{cgroup="/svc",reclaimer="kswapd"}"#,
+            "8",
+        ),
+        (
+            r#"memstall_lru_pages_reclaimed_total{cgroup="/svc",reclaimer="kswapd"}"#,
+            "6",
+        ),
+        (r#"memstall_kswapd_wakeups_total{cgroup="/svc"}"#, "4"),
+        (
+            r#"memstall_oom_kills_total{cgroup="/svc/a",constraint="memcg"}"#,
+            "2",
+        ),
+        (
+            r#"memstall_last_oom_kill_timestamp_seconds{cgroup="/svc/a"}"#,
+            "1700000000.5",
+        ),
+        ("memstall_ring_buffer_dropped_events_total", "6"),
+        (r#"memstall_hook_up{hook="oom_kill"}"#, "1"),
+        (r#"memstall_hook_up{hook="node_reclaim"}"#, "0"),
+    ] {
+        assert_eq!(sample(&text, series), Some(value), "{series} in\n{text}");
+    }
+    // No per-process labels.
+    assert!(!text.contains("hog") && !text.contains("pid"), "{text}");
+    assert!(text.contains("# TYPE memstall_oom_kills counter"), "{text}");
+}
