@@ -7,14 +7,15 @@ use tracer_common::StallKind;
 
 /// Up to 60 s at 3 significant digits, in nanoseconds. The lowest discernible value is 1 ns so
 /// the 3 digits hold from the first microsecond on (a lowest of 1 µs would count in 512 ns
-/// units, 50 % error at 1 µs). About 220 KiB per histogram.
+/// units, 50 % error at 1 µs). u32 counts (4 billion stalls of one latency before a bucket
+/// saturates) keep it at about 110 KiB per histogram.
 const LOWEST_NS: u64 = 1;
 const HIGHEST_NS: u64 = 60_000_000_000;
 const SIGNIFICANT_DIGITS: u8 = 3;
 
 #[derive(Clone, Debug)]
 pub struct StallStats {
-    histogram: Histogram<u64>,
+    histogram: Histogram<u32>,
     total_ns: u64,
     pages_reclaimed: u64,
     pages_scanned: u64,
@@ -64,7 +65,7 @@ impl StallStats {
         for value in self.histogram.iter_recorded() {
             let us = self.histogram.lowest_equivalent(value.value_iterated_to()) / 1_000;
             let k = if us <= 1 { 0 } else { 63 - us.leading_zeros() };
-            *counts.entry(k).or_default() += value.count_at_value();
+            *counts.entry(k).or_default() += u64::from(value.count_at_value());
         }
         let Some(&last) = counts.keys().last() else {
             return Vec::new();
