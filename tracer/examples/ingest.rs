@@ -56,4 +56,17 @@ fn main() {
         "ingest: {records} records in {secs:.3} s = {:.2} M records/s",
         records as f64 / secs / 1e6
     );
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let rss_kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").parse::<u64>().ok())
+        .unwrap_or(0);
+    println!(
+        "\nRSS after ingest: {:.1} MiB with {} histograms ({} cgroups × {} stall kinds)",
+        rss_kb as f64 / 1024.0,
+        ids.len() * StallKind::ALL.len(),
+        ids.len(),
+        StallKind::ALL.len()
+    );
 }
