@@ -9,7 +9,7 @@ use crate::{
     postmortem::Explanation,
 };
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct OomKill {
     pub time_ns: u64,
     /// Memory cgroup of the task that triggered the kill (`null` when it could not be read).

@@ -173,10 +173,7 @@ mod tests {
             swap_entries: Some(0),
             oom_score_adj: 500,
             source: "tp_btf",
-            explanation: Default::default(),
-            reclaim_before: None,
-            labels: None,
-            victim_labels: None,
+            ..Default::default()
         };
         let mut sink = JsonSink::new(Vec::new());
         sink.event(&Event::OomKill(Box::new(kill))).unwrap();

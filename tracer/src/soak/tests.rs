@@ -7,7 +7,6 @@ use crate::{
     cli::{Cli, Command},
     faults::FaultRow,
     oom::OomKill,
-    postmortem::Explanation,
 };
 
 fn row(cgroup: &str, kind: &'static str, count: u64, p99_ms: f64, total_ms: f64) -> SummaryRow {
@@ -395,18 +394,8 @@ fn kill(time_ns: u64) -> Event {
         victim_comm: "hog".into(),
         victim_cgroup: Some("/svc".into()),
         victim_uid: Some(0),
-        anon_rss_kb: 0,
-        file_rss_kb: 0,
-        shmem_rss_kb: 0,
-        pgtables_kb: 0,
-        total_vm_kb: 0,
-        swap_entries: None,
-        oom_score_adj: 0,
         source: "tp_btf",
-        explanation: Explanation::default(),
-        reclaim_before: None,
-        labels: None,
-        victim_labels: None,
+        ..Default::default()
     }))
 }
 

@@ -141,22 +141,13 @@ fn counters_oom_kills_drops_and_hooks_render() {
         victim_comm: "hog".into(),
         victim_cgroup: Some("/svc/a".into()),
         victim_uid: Some(0),
-        anon_rss_kb: 0,
-        file_rss_kb: 0,
-        shmem_rss_kb: 0,
-        pgtables_kb: 0,
-        total_vm_kb: 0,
-        swap_entries: None,
-        oom_score_adj: 0,
         source: "tp_btf",
         explanation: Explanation {
             constraint: Some("memcg".into()),
             oom_cgroup: Some("/svc".into()),
             ..Default::default()
         },
-        reclaim_before: None,
-        labels: None,
-        victim_labels: None,
+        ..Default::default()
     };
     metrics.event(&Event::OomKill(Box::new(kill.clone())));
     metrics.event(&Event::OomKill(Box::new(kill)));
