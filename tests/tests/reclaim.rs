@@ -228,7 +228,18 @@ fn direct_reclaim_count_matches_allocstall() {
 
     let memstall =
         Memstall::start(&["--json", json.to_str().unwrap(), "--threshold", "1000"]).unwrap();
+    // A tracer on a quiet cgroup still sees the machine's kswapd, as context.
+    let quiet = MemCgroup::create("quiet", 64 * MIB).unwrap();
+    let quiet_json = dir.path().join("quiet.jsonl");
+    let quiet_memstall = Memstall::start(&[
+        "--json",
+        quiet_json.to_str().unwrap(),
+        "--cgroup",
+        quiet.path.to_str().unwrap(),
+    ])
+    .unwrap();
     let before = vmstat_sum("allocstall_");
+    let kswapd_steal_before = vmstat_sum("pgsteal_kswapd");
     for _round in 0..3 {
         let mut reader = fs::File::open(&sparse).unwrap();
         let mut buf = vec![0u8; 1 << 20];
@@ -266,9 +277,44 @@ fn direct_reclaim_count_matches_allocstall() {
     }
     let (status, stderr) = memstall.stop(libc::SIGINT).unwrap();
     assert!(status.success(), "{stderr:?}");
+    let kswapd_steal = vmstat_sum("pgsteal_kswapd") - kswapd_steal_before;
+    let (status, stderr) = quiet_memstall.stop(libc::SIGINT).unwrap();
+    assert!(status.success(), "{stderr:?}");
 
     let events = read_json_lines(&json).unwrap();
+    let quiet_events = read_json_lines(&quiet_json).unwrap();
     drop(dir);
+    // Every kswapd run is both a kswapd_wake stall and a count in the machine's kswapd line.
+    let kswapd_total = |events: &[Value]| -> Option<Value> {
+        events
+            .iter()
+            .find(|e| e["type"] == "kswapd" && e["scope"] == "total")
+            .cloned()
+    };
+    let kswapd = kswapd_total(&events).expect("kswapd woke under this pressure");
+    let wake_stalls: u64 = total_summaries(&events, "kswapd_wake")
+        .iter()
+        .map(|s| s["count"].as_u64().unwrap())
+        .sum();
+    eprintln!("kswapd: {kswapd}; pgsteal_kswapd rose by {kswapd_steal}");
+    assert_eq!(kswapd["runs"].as_u64(), Some(wake_stalls), "{kswapd}");
+    assert!(kswapd["awake_ns"].as_u64().unwrap() > 0, "{kswapd}");
+    // Its LRU passes reclaim what /proc/vmstat calls pgsteal_kswapd (read a moment apart).
+    let reclaimed = kswapd["pages_reclaimed"].as_u64().unwrap();
+    assert!(
+        reclaimed.abs_diff(kswapd_steal) * 50 <= kswapd_steal,
+        "kswapd reclaimed {reclaimed} pages vs Δpgsteal_kswapd {kswapd_steal}"
+    );
+    let quiet_kswapd = kswapd_total(&quiet_events).expect("kswapd context in a filtered run");
+    assert!(
+        quiet_kswapd["awake_ns"].as_u64().unwrap() > 0,
+        "{quiet_kswapd}"
+    );
+    assert!(
+        quiet_events.iter().all(|e| e["type"] != "kswapd_wake"
+            && (e["type"] != "summary" || e["cgroup"] == quiet.relative.as_str())),
+        "the filtered run reports kswapd as context only"
+    );
     let counted: u64 = total_summaries(&events, "direct_reclaim")
         .iter()
         .map(|s| s["count"].as_u64().unwrap())

@@ -284,6 +284,53 @@ pub struct FilterConfig {
     pub descendants: u32,
 }
 
+/// A reclaim stall in progress (eBPF side), or a node's kswapd run (read by userspace too).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct InFlight {
+    pub start_ns: u64,
+    pub gfp_flags: u64,
+    pub order: i32,
+    pub nid: i32,
+    pub scanned: u64,
+    pub reclaimed: u64,
+    pub passes: u32,
+    /// kswapd runs: whether the run goes to the ring buffer (kswapd's cgroup is watched).
+    pub report: u32,
+}
+
+impl InFlight {
+    /// A stall starting at `start_ns`, no LRU passes yet.
+    pub fn new(start_ns: u64, gfp_flags: u64, order: i32, nid: i32) -> Self {
+        Self {
+            start_ns,
+            gfp_flags,
+            order,
+            nid,
+            scanned: 0,
+            reclaimed: 0,
+            passes: 0,
+            report: 1,
+        }
+    }
+}
+
+/// kswapd across the machine since load, whatever the cgroup filter: the context of a
+/// watched cgroup's stalls (kswapd itself runs in the root cgroup).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct KswapdTotals {
+    /// Wake-to-sleep runs that ended.
+    pub runs: u64,
+    /// Runs that began.
+    pub wakes: u64,
+    pub awake_ns: u64,
+    pub pages_scanned: u64,
+    pub pages_reclaimed: u64,
+}
+
 /// How many ancestors the filter walks; deeper cgroups only match their nearer ancestors.
 pub const FILTER_MAX_DEPTH: usize = 16;
 
@@ -389,6 +436,8 @@ mod user {
     unsafe impl aya::Pod for LatencyKey {}
     unsafe impl aya::Pod for LatencyValue {}
     unsafe impl aya::Pod for MemcgCounterKey {}
+    unsafe impl aya::Pod for KswapdTotals {}
+    unsafe impl aya::Pod for InFlight {}
 
     /// Why a ring-buffer record could not be decoded.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]

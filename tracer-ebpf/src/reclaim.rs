@@ -5,14 +5,13 @@
 //! tracepoint's TP_PROTO arguments, so they share one body.
 use aya_ebpf::{
     EbpfContext, Global,
-    bindings::BPF_F_NO_PREALLOC,
-    bindings::BPF_F_USER_STACK,
+    bindings::{BPF_F_NO_PREALLOC, BPF_F_USER_STACK, BPF_NOEXIST},
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
     macros::{btf_tracepoint, map, raw_tracepoint},
-    maps::{LruHashMap, PerCpuHashMap, StackTrace},
+    maps::{LruHashMap, PerCpuArray, PerCpuHashMap, StackTrace},
     programs::{BtfTracePointContext, RawTracePointContext, tracing::StackIdContext},
 };
-use tracer_common::{EventKind, StallEvent, StallKind, TaskInfo};
+use tracer_common::{EventKind, InFlight, KswapdTotals, StallEvent, StallKind, TaskInfo};
 
 use crate::{
     events::{EVENTS, count_drop, header},
@@ -27,41 +26,18 @@ static STACK_THRESHOLD_NS: Global<u64> = Global::new(u64::MAX);
 #[map]
 static STACKS: StackTrace = StackTrace::with_max_entries(4096, 0);
 
-#[derive(Clone, Copy)]
-struct InFlight {
-    start_ns: u64,
-    gfp_flags: u64,
-    order: i32,
-    nid: i32,
-    scanned: u64,
-    reclaimed: u64,
-    passes: u32,
-    _pad: u32,
-}
-
-impl InFlight {
-    /// A stall starting at `start_ns`, no LRU passes yet.
-    fn new(start_ns: u64, gfp_flags: u64, order: i32, nid: i32) -> Self {
-        Self {
-            start_ns,
-            gfp_flags,
-            order,
-            nid,
-            scanned: 0,
-            reclaimed: 0,
-            passes: 0,
-            _pad: 0,
-        }
-    }
-}
-
 /// (tid << 8 | kind) → stall in progress. LRU so a task killed mid-reclaim cannot leak a slot.
 #[map]
 static IN_FLIGHT: LruHashMap<u64, InFlight> = LruHashMap::with_max_entries(16384, 0);
 
-/// kswapd per node: when it woke, for what order, and its passes since.
+/// kswapd per node: when it woke, for what order, and its passes since. Userspace reads the
+/// runs in progress too.
 #[map]
-static KSWAPD: LruHashMap<u32, InFlight> = LruHashMap::with_max_entries(1024, 0);
+pub static KSWAPD: LruHashMap<u32, InFlight> = LruHashMap::with_max_entries(1024, 0);
+
+/// Every kswapd run, watched or not; one slot.
+#[map]
+pub static KSWAPD_TOTALS: PerCpuArray<KswapdTotals> = PerCpuArray::with_max_entries(1, 0);
 
 /// kswapd wake-up requests (mm_vmscan_wakeup_kswapd) per memcg id of the requesting task.
 #[map]
@@ -239,14 +215,19 @@ fn node_end<C: Args>(ctx: &C) {
     end(ctx, StallKind::NodeReclaim, ctx.u64_arg(0));
 }
 
-/// kswapd_wake(nid, zid, order), in kswapd's own context.
+/// kswapd_wake(nid, zid, order), in kswapd's own context. It fires at every balancing pass,
+/// kswapd_sleep only when kswapd really sleeps: a run is the first wake to the sleep.
 fn kswapd_wake<C: Args>(ctx: &C) {
-    if !current_watched(&layout()) {
+    let nid = ctx.u64_arg(0) as u32;
+    let mut run = InFlight::new(now(), 0, ctx.u64_arg(2) as i32, nid as i32);
+    run.report = current_watched(&layout()) as u32;
+    if KSWAPD.insert(nid, run, BPF_NOEXIST as u64).is_err() {
         return;
     }
-    let nid = ctx.u64_arg(0) as u32;
-    let run = InFlight::new(now(), 0, ctx.u64_arg(2) as i32, nid as i32);
-    let _ = KSWAPD.insert(nid, run, 0);
+    if let Some(totals) = KSWAPD_TOTALS.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot, valid for the program's run.
+        unsafe { (*totals).wakes += 1 };
+    }
 }
 
 /// kswapd_sleep(nid): the node's kswapd run is over.
@@ -258,6 +239,18 @@ fn kswapd_sleep<C: Args>(ctx: &C) {
     };
     let _ = KSWAPD.remove(&nid);
     let latency = now().saturating_sub(run.start_ns);
+    if let Some(totals) = KSWAPD_TOTALS.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot, valid for the program's run.
+        unsafe {
+            (*totals).runs += 1;
+            (*totals).awake_ns += latency;
+            (*totals).pages_scanned += run.scanned;
+            (*totals).pages_reclaimed += run.reclaimed;
+        }
+    }
+    if run.report == 0 {
+        return;
+    }
     emit(
         ctx,
         StallKind::KswapdWake,

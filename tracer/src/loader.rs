@@ -7,7 +7,9 @@ use aya::{
     maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, StackTraceMap},
     programs::{BtfTracePoint, FEntry, FExit, RawTracePoint, TracePoint},
 };
-use tracer_common::{FilterConfig, KernelLayout, MemcgItems, MemcgSlot, OomControlLayout};
+use tracer_common::{
+    FilterConfig, InFlight, KernelLayout, KswapdTotals, MemcgItems, MemcgSlot, OomControlLayout,
+};
 
 use crate::{kernel_layout::KernelBtf, latency, memcg, oom, reclaim};
 
@@ -111,6 +113,8 @@ pub struct LoadOptions<'a> {
 pub struct KernelCounters {
     /// kswapd wake-up requests per memcg id of the requester.
     pub kswapd_wakeups: Vec<(u64, u64)>,
+    /// kswapd runs across the machine, whatever the filter.
+    pub kswapd: KswapdTotals,
     pub memcg_pages: memcg::MemcgCounters,
     pub latency: latency::LatencyCounters,
     /// Events the kernel could not queue (ring buffer full); `None` when unreadable.
@@ -179,6 +183,10 @@ impl Tracer {
                 log::warn!("reading kswapd wake-up counts: {err:#}");
                 Vec::new()
             }),
+            kswapd: self.kswapd_totals().unwrap_or_else(|err| {
+                log::warn!("reading kswapd totals: {err:#}");
+                KswapdTotals::default()
+            }),
             memcg_pages: memcg::read_counters(&self.ebpf).unwrap_or_else(|err| {
                 log::warn!("reading per-cgroup reclaim counters: {err:#}");
                 memcg::MemcgCounters::new()
@@ -207,6 +215,40 @@ impl Tracer {
             counts.push((memcg, per_cpu.iter().sum()));
         }
         Ok(counts)
+    }
+
+    /// kswapd since load, summed over CPUs, with the runs still in progress counted up to
+    /// now: a node that stays awake across summaries shows in each of them.
+    pub fn kswapd_totals(&self) -> Result<KswapdTotals> {
+        let map = self
+            .ebpf
+            .map("KSWAPD_TOTALS")
+            .ok_or_else(|| anyhow!("map KSWAPD_TOTALS missing"))?;
+        let per_cpu = PerCpuArray::<_, KswapdTotals>::try_from(map)?.get(&0, 0)?;
+        let mut totals = KswapdTotals::default();
+        for cpu in per_cpu.iter() {
+            totals.runs += cpu.runs;
+            totals.wakes += cpu.wakes;
+            totals.awake_ns += cpu.awake_ns;
+            totals.pages_scanned += cpu.pages_scanned;
+            totals.pages_reclaimed += cpu.pages_reclaimed;
+        }
+        let map = self
+            .ebpf
+            .map("KSWAPD")
+            .ok_or_else(|| anyhow!("map KSWAPD missing"))?;
+        let awake: Vec<InFlight> = HashMap::<_, u32, InFlight>::try_from(map)?
+            .iter()
+            .filter_map(|entry| entry.ok().map(|(_, run)| run))
+            .collect();
+        // Read after the runs, so none of them starts after `now`.
+        let now = crate::clock::BootClock::now_boot_ns();
+        for run in awake {
+            totals.awake_ns += now.saturating_sub(run.start_ns);
+            totals.pages_scanned += run.scanned;
+            totals.pages_reclaimed += run.reclaimed;
+        }
+        Ok(totals)
     }
 
     /// Takes the STACKS map out for the decoder.

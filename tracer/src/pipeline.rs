@@ -17,6 +17,7 @@ use crate::{
     loader::KernelCounters,
     memcg::MemcgPages,
     recent_stalls::RecentStalls,
+    reclaim::KswapdActivity,
     sink::{RunSummary, Sink, Summary},
     stats::{StallAggregator, SummaryRow},
 };
@@ -365,6 +366,7 @@ impl Pipeline {
             period_ns,
             rows: self.stall_rows(false),
             kswapd_wakeups: self.wakeup_rows(&counters.kswapd_wakeups, &wakeups_before),
+            kswapd: KswapdActivity::between(&counters.kswapd, &seen.kswapd),
             memcg_pages: Self::memcg_rows(&now, &self.counters_at_interval),
             faults: self.fault_rows(&now, false, period_ns),
             latency: self.latency_rows(&counters.latency, false),
@@ -391,6 +393,7 @@ impl Pipeline {
             period_ns,
             rows: self.stall_rows(true),
             kswapd_wakeups: self.wakeup_rows(&counters.kswapd_wakeups, &HashMap::new()),
+            kswapd: KswapdActivity::between(&counters.kswapd, &Default::default()),
             memcg_pages: Self::memcg_rows(&now, &self.counters_start),
             faults: self.fault_rows(&now, true, period_ns),
             latency: self.latency_rows(&counters.latency, true),

@@ -2,7 +2,7 @@
 use std::fmt;
 
 use serde::Serialize;
-use tracer_common::{StallEvent, StallKind, comm_str};
+use tracer_common::{KswapdTotals, StallEvent, StallKind, comm_str};
 
 use crate::{
     clock::format_unix_ns,
@@ -138,6 +138,34 @@ impl fmt::Display for Stall {
     }
 }
 
+/// kswapd across the whole machine over a period, whatever `--cgroup` watches: whether the
+/// node was short of memory while the watched cgroups stalled.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct KswapdActivity {
+    /// Wake-to-sleep runs that ended in the period (each a `kswapd_wake` stall where watched).
+    pub runs: u64,
+    /// Runs that began in the period.
+    pub wakes: u64,
+    /// Time awake in the period, runs still in progress included, summed over nodes.
+    pub awake_ns: u64,
+    pub pages_scanned: u64,
+    pub pages_reclaimed: u64,
+}
+
+impl KswapdActivity {
+    /// The activity between two kernel totals; `None` when kswapd slept throughout.
+    pub fn between(now: &KswapdTotals, before: &KswapdTotals) -> Option<Self> {
+        let awake_ns = now.awake_ns.saturating_sub(before.awake_ns);
+        (awake_ns > 0).then(|| Self {
+            runs: now.runs.saturating_sub(before.runs),
+            wakes: now.wakes.saturating_sub(before.wakes),
+            awake_ns,
+            pages_scanned: now.pages_scanned.saturating_sub(before.pages_scanned),
+            pages_reclaimed: now.pages_reclaimed.saturating_sub(before.pages_reclaimed),
+        })
+    }
+}
+
 /// Hook groups: (hook name, [(program base name, tracepoint)]).
 const HOOKS: &[(&str, &[(&str, &str)])] = &[
     (
@@ -239,6 +267,35 @@ pub fn attach(ebpf: &mut aya::Ebpf, kernel: &KernelInfo) -> Vec<HookStatus> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kswapd_activity_is_the_difference_of_totals() {
+        let before = KswapdTotals {
+            runs: 4,
+            wakes: 5,
+            awake_ns: 1_000,
+            pages_scanned: 50,
+            pages_reclaimed: 40,
+        };
+        let now = KswapdTotals {
+            runs: 6,
+            wakes: 6,
+            awake_ns: 4_000,
+            pages_scanned: 80,
+            pages_reclaimed: 60,
+        };
+        assert_eq!(
+            KswapdActivity::between(&now, &before),
+            Some(KswapdActivity {
+                runs: 2,
+                wakes: 1,
+                awake_ns: 3_000,
+                pages_scanned: 30,
+                pages_reclaimed: 20,
+            })
+        );
+        assert_eq!(KswapdActivity::between(&now, &now), None);
+    }
 
     #[test]
     fn outlier_line_reads_well() {

@@ -137,6 +137,18 @@ pub fn write_table(out: &mut impl Write, summary: &Summary) -> std::io::Result<(
             )?;
         }
     }
+    if let Some(kswapd) = &summary.kswapd {
+        let awake_pct = kswapd.awake_ns as f64 * 100.0 / summary.period_ns.max(1) as f64;
+        writeln!(
+            out,
+            "kswapd (whole machine): awake {} ({awake_pct:.1} % of the period), {} wakes, {} runs ended, reclaimed {} of {} pages scanned",
+            Ms(kswapd.awake_ns),
+            kswapd.wakes,
+            kswapd.runs,
+            kswapd.pages_reclaimed,
+            kswapd.pages_scanned
+        )?;
+    }
     if !summary.kswapd_wakeups.is_empty() {
         let wakeups: Vec<String> = summary
             .kswapd_wakeups
@@ -198,6 +210,13 @@ mod tests {
             period_ns: 2_000_000_000,
             rows: vec![stats.row("/svc", StallKind::MemcgReclaim)],
             kswapd_wakeups: vec![("/svc".into(), 7)],
+            kswapd: Some(crate::reclaim::KswapdActivity {
+                runs: 3,
+                wakes: 2,
+                awake_ns: 500_000_000,
+                pages_scanned: 2_000,
+                pages_reclaimed: 1_500,
+            }),
             ..Default::default()
         };
         let mut sink = HumanSink::new(Vec::new());
@@ -211,6 +230,10 @@ mod tests {
         assert!(text.contains("memcg_reclaim"), "{text}");
         assert!(
             text.contains("kswapd wake-up requests by cgroup: /svc 7"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kswapd (whole machine): awake 500 ms (25.0 % of the period), 2 wakes, 3 runs ended, reclaimed 1500 of 2000 pages scanned"),
             "{text}"
         );
         assert!(

@@ -5,7 +5,8 @@ use serde::Serialize;
 
 use super::{RunSummary, Sink, Summary};
 use crate::{
-    decode::Event, faults::FaultRow, latency::LatencyRow, memcg::MemcgPages, stats::SummaryRow,
+    decode::Event, faults::FaultRow, latency::LatencyRow, memcg::MemcgPages,
+    reclaim::KswapdActivity, stats::SummaryRow,
 };
 
 /// JSON Lines: one object per event, `summary` objects per interval and at the end, then a
@@ -59,6 +60,15 @@ struct WakeupLine<'a> {
 }
 
 #[derive(Serialize)]
+#[serde(tag = "type", rename = "kswapd")]
+struct KswapdLine<'a> {
+    #[serde(flatten)]
+    period: &'a Period,
+    #[serde(flatten)]
+    activity: &'a KswapdActivity,
+}
+
+#[derive(Serialize)]
 #[serde(tag = "type", rename = "memcg_pages")]
 struct MemcgPagesLine<'a> {
     #[serde(flatten)]
@@ -109,6 +119,12 @@ impl<W: Write> Sink for JsonSink<W> {
                 period: &period,
                 cgroup,
                 count: *count,
+            })?;
+        }
+        if let Some(activity) = &summary.kswapd {
+            self.line(&KswapdLine {
+                period: &period,
+                activity,
             })?;
         }
         for pages in &summary.memcg_pages {
@@ -214,6 +230,13 @@ mod tests {
             period_ns: 1_000,
             rows: vec![stats.row("/svc", StallKind::DirectReclaim)],
             kswapd_wakeups: vec![("/svc".into(), 3)],
+            kswapd: Some(KswapdActivity {
+                runs: 2,
+                wakes: 2,
+                awake_ns: 400,
+                pages_scanned: 90,
+                pages_reclaimed: 60,
+            }),
             memcg_pages: vec![MemcgPages::new("/svc".into(), [10, 5, 0, 0, 0, 0])],
             faults: vec![FaultRow {
                 cgroup: "/svc".into(),
@@ -246,15 +269,21 @@ mod tests {
         assert_eq!(row["scope"], "total");
         assert_eq!(lines[1]["type"], "kswapd_wakeups");
         assert_eq!(lines[1]["count"], 3);
-        assert_eq!(lines[2]["type"], "memcg_pages");
-        assert_eq!(lines[2]["scanned_direct"], 10);
-        assert_eq!(lines[2]["efficiency"], 0.5);
-        assert_eq!(lines[3]["type"], "faults");
+        assert_eq!(lines[2]["type"], "kswapd");
+        assert_eq!(
+            (lines[2]["runs"].as_u64(), lines[2]["awake_ns"].as_u64()),
+            (Some(2), Some(400))
+        );
+        assert_eq!(lines[2]["scope"], "total");
+        assert_eq!(lines[3]["type"], "memcg_pages");
+        assert_eq!(lines[3]["scanned_direct"], 10);
+        assert_eq!(lines[3]["efficiency"], 0.5);
+        assert_eq!(lines[4]["type"], "faults");
         assert_eq!(
             (
-                lines[3]["cgroup"].as_str(),
-                lines[3]["minor"].as_u64(),
-                lines[3]["major"].as_u64()
+                lines[4]["cgroup"].as_str(),
+                lines[4]["minor"].as_u64(),
+                lines[4]["major"].as_u64()
             ),
             (Some("/svc"), Some(7), Some(1))
         );

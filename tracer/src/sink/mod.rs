@@ -10,7 +10,8 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::{
-    decode::Event, faults::FaultRow, latency::LatencyRow, memcg::MemcgPages, stats::SummaryRow,
+    decode::Event, faults::FaultRow, latency::LatencyRow, memcg::MemcgPages,
+    reclaim::KswapdActivity, stats::SummaryRow,
 };
 
 /// The end of a run: what was seen and what was lost.
@@ -43,6 +44,8 @@ pub struct Summary {
     pub rows: Vec<SummaryRow>,
     /// kswapd wake-up requests per memory cgroup of the requesting task, in the period.
     pub kswapd_wakeups: Vec<(String, u64)>,
+    /// kswapd across the machine in the period, whatever the filter; `None`: it slept.
+    pub kswapd: Option<KswapdActivity>,
     /// Pages scanned and reclaimed from each cgroup's LRUs in the period.
     pub memcg_pages: Vec<MemcgPages>,
     /// Page faults per cgroup in the period.

@@ -156,6 +156,8 @@ pub struct Metrics {
     lru_scanned: Family<LruLabels, Counter>,
     lru_reclaimed: Family<LruLabels, Counter>,
     kswapd_wakeups: Family<CgroupLabels, Counter>,
+    kswapd_runs: Counter,
+    kswapd_awake: Counter<f64, AtomicU64>,
     oom_kills: Family<OomLabels, Counter>,
     last_oom_kill: Family<CgroupLabels, Gauge<f64, AtomicU64>>,
     dropped: Counter,
@@ -182,6 +184,8 @@ impl Metrics {
             lru_scanned: Family::default(),
             lru_reclaimed: Family::default(),
             kswapd_wakeups: Family::default(),
+            kswapd_runs: Counter::default(),
+            kswapd_awake: Counter::default(),
             oom_kills: Family::default(),
             last_oom_kill: Family::default(),
             dropped: Counter::default(),
@@ -214,6 +218,17 @@ impl Metrics {
             "memstall_kswapd_wakeups",
             "kswapd wake-up requests per memory cgroup of the requesting task",
             metrics.kswapd_wakeups.clone(),
+        );
+        registry.register(
+            "memstall_kswapd_runs",
+            "kswapd wake-to-sleep runs across the machine, whatever cgroup is watched",
+            metrics.kswapd_runs.clone(),
+        );
+        registry.register_with_unit(
+            "memstall_kswapd_awake",
+            "Time kswapd was awake across the machine, summed over nodes",
+            Unit::Seconds,
+            metrics.kswapd_awake.clone(),
         );
         registry.register(
             "memstall_oom_kills",
@@ -282,6 +297,10 @@ impl Metrics {
                     cgroup: cgroup.clone(),
                 })
                 .inc_by(*count);
+        }
+        if let Some(kswapd) = &summary.kswapd {
+            self.kswapd_runs.inc_by(kswapd.runs);
+            self.kswapd_awake.inc_by(kswapd.awake_ns as f64 / 1e9);
         }
         if let Some(total) = summary.dropped {
             self.dropped_total(total);

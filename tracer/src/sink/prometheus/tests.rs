@@ -122,6 +122,11 @@ fn counters_oom_kills_drops_and_hooks_render() {
         }],
         memcg_pages: vec![MemcgPages::new("/svc".into(), [10, 5, 4, 3, 0, 0])],
         kswapd_wakeups: vec![("/svc".into(), 2)],
+        kswapd: Some(crate::reclaim::KswapdActivity {
+            runs: 3,
+            awake_ns: 250_000_000,
+            ..Default::default()
+        }),
         dropped: Some(3),
         ..interval(Vec::new())
     };
@@ -196,6 +201,8 @@ fn counters_oom_kills_drops_and_hooks_render() {
             "6",
         ),
         (r#"memstall_kswapd_wakeups_total{cgroup="/svc"}"#, "4"),
+        ("memstall_kswapd_runs_total", "6"),
+        ("memstall_kswapd_awake_seconds_total", "0.5"),
         (
             r#"memstall_oom_kills_total{cgroup="/svc/a",constraint="memcg"}"#,
             "2",
