@@ -89,12 +89,17 @@ pub enum SortKey {
 struct State {
     rows: BTreeMap<String, CgroupRow>,
     last_oom: Option<String>,
+    /// The machine's kswapd in the last interval: is the node short of memory right now?
+    kswapd_awake_pct: f64,
     intervals: u64,
 }
 
 impl State {
     fn fold(&mut self, summary: &Summary) {
         self.intervals += 1;
+        self.kswapd_awake_pct = summary.kswapd.as_ref().map_or(0.0, |k| {
+            k.awake_ns as f64 * 100.0 / summary.period_ns.max(1) as f64
+        });
         for row in &summary.rows {
             let stats = self
                 .rows
@@ -165,7 +170,10 @@ fn draw(frame: &mut Frame, state: &State, view: &mut View) {
                 state.rows.len(),
                 view.sort
             )),
-            Line::from(format!("last OOM kill: {last_oom}")),
+            Line::from(format!(
+                "kswapd (whole machine) awake {:.0} % of the last interval · last OOM kill: {last_oom}",
+                state.kswapd_awake_pct
+            )),
         ]),
         header,
     );

@@ -63,7 +63,14 @@ fn text(terminal: &ratatui::Terminal<ratatui::backend::TestBackend>) -> String {
 fn renders_into_a_buffer() {
     use ratatui::{Terminal, backend::TestBackend};
     let mut state = State::default();
-    state.fold(&summary("/svc", &[3_000_000], 10.0));
+    state.fold(&Summary {
+        period_ns: 1_000_000_000,
+        kswapd: Some(crate::reclaim::KswapdActivity {
+            awake_ns: 400_000_000,
+            ..Default::default()
+        }),
+        ..summary("/svc", &[3_000_000], 10.0)
+    });
     state.last_oom = Some("memhog pid 7 in /svc".into());
     let mut terminal = Terminal::new(TestBackend::new(200, 12)).unwrap();
     let mut view = View {
@@ -75,6 +82,10 @@ fn renders_into_a_buffer() {
     let screen = text(&terminal);
     assert!(
         screen.contains("/svc") && screen.contains("memhog pid 7") && screen.contains("CGROUP"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("kswapd (whole machine) awake 40 % of the last interval"),
         "{screen}"
     );
     view.detail = true;
