@@ -209,6 +209,70 @@ fn memcg_reclaim_stalls_reconcile_with_the_cgroup() {
     }
 }
 
+/// Over memory.high (cgroup v2) a task reclaims on its way back to user space: every such call
+/// raises memory.events `high`, and is a memcg_reclaim stall for memstall.
+#[test]
+fn memory_high_reclaim_matches_memory_events_high() {
+    let _shared = MEMORY_HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    let cgroup = MemCgroup::create("memory-high", 512 * MIB).unwrap();
+    if cgroup.version != CgroupVersion::V2 {
+        eprintln!("skipped: memory.high is cgroup v2 (runs in `cargo xtask vmtest`)");
+        return;
+    }
+    cgroup
+        .write("memory.high", &(64 * MIB).to_string())
+        .unwrap();
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let json = dir.path().join("events.jsonl");
+    let cgroup_arg = cgroup.path.to_str().unwrap();
+    let events_before = cgroup.keyed("memory.events").unwrap();
+
+    let memstall = Memstall::start(&[
+        "--json",
+        json.to_str().unwrap(),
+        "--threshold",
+        "0",
+        "--cgroup",
+        cgroup_arg,
+    ])
+    .unwrap();
+    let spec = format!("{}:160", dir.path().join("cache.img").display());
+    run(&mut memhog()
+        .args(["--cgroup", cgroup_arg, "--page-cache", &spec])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap());
+    let events_after = cgroup.keyed("memory.events").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, stderr) = memstall.stop(libc::SIGINT).unwrap();
+    assert!(status.success(), "{stderr:?}");
+
+    let events = read_json_lines(&json).unwrap();
+    let stalls = of_type(&events, "memcg_reclaim");
+    let delta = |key: &str| events_after[key] - events_before[key];
+    eprintln!(
+        "memory.high: {} stalls, memory.events high +{}, max +{}",
+        stalls.len(),
+        delta("high"),
+        delta("max")
+    );
+    assert!(
+        delta("high") > 0,
+        "the workload did not go over memory.high"
+    );
+    assert_eq!(
+        stalls.len() as u64,
+        delta("high") + delta("max"),
+        "memcg_reclaim stalls vs memory.events high + max"
+    );
+    assert!(
+        stalls
+            .iter()
+            .all(|s| s["cgroup"] == cgroup.relative.as_str()),
+        "stalls of other cgroups leaked in"
+    );
+}
+
 /// Global direct reclaim, provoked safely: page cache fills the machine, then anonymous THP
 /// allocations (well under MemTotal, at oom_score_adj 1000) outrun kswapd. Every direct
 /// reclaim call counts once in /proc/vmstat allocstall_*; memstall must see each of them.
