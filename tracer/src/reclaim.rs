@@ -153,6 +153,11 @@ pub struct KswapdActivity {
 }
 
 impl KswapdActivity {
+    /// Percent of a period of `period_ns` kswapd was awake (over 100 with several nodes busy).
+    pub fn awake_pct(&self, period_ns: u64) -> f64 {
+        self.awake_ns as f64 * 100.0 / period_ns.max(1) as f64
+    }
+
     /// The activity between two kernel totals; `None` when kswapd slept throughout.
     pub fn between(now: &KswapdTotals, before: &KswapdTotals) -> Option<Self> {
         let awake_ns = now.awake_ns.saturating_sub(before.awake_ns);

@@ -97,9 +97,10 @@ struct State {
 impl State {
     fn fold(&mut self, summary: &Summary) {
         self.intervals += 1;
-        self.kswapd_awake_pct = summary.kswapd.as_ref().map_or(0.0, |k| {
-            k.awake_ns as f64 * 100.0 / summary.period_ns.max(1) as f64
-        });
+        self.kswapd_awake_pct = summary
+            .kswapd
+            .as_ref()
+            .map_or(0.0, |k| k.awake_pct(summary.period_ns));
         for row in &summary.rows {
             let stats = self
                 .rows

@@ -138,7 +138,7 @@ pub fn write_table(out: &mut impl Write, summary: &Summary) -> std::io::Result<(
         }
     }
     if let Some(kswapd) = &summary.kswapd {
-        let awake_pct = kswapd.awake_ns as f64 * 100.0 / summary.period_ns.max(1) as f64;
+        let awake_pct = kswapd.awake_pct(summary.period_ns);
         writeln!(
             out,
             "kswapd (whole machine): awake {} ({awake_pct:.1} % of the period), {} wakes, {} runs ended, reclaimed {} of {} pages scanned",
