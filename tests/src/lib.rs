@@ -197,6 +197,11 @@ pub struct Memstall {
 
 impl Memstall {
     pub fn start(args: &[&str]) -> Result<Self> {
+        Self::start_with_stdout(args, Stdio::null())
+    }
+
+    /// Like [`Memstall::start`], with stdout (the human lines) going to `stdout`.
+    pub fn start_with_stdout(args: &[&str], stdout: impl Into<Stdio>) -> Result<Self> {
         let bin = memstall_bin();
         if !bin.exists() {
             bail!(
@@ -206,7 +211,7 @@ impl Memstall {
         }
         let mut child = Command::new(&bin)
             .args(args)
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;

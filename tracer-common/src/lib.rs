@@ -495,15 +495,16 @@ mod user {
         CommStr(&comm[..end])
     }
 
-    /// Borrowed comm bytes; displays lossily as UTF-8.
+    /// Borrowed comm bytes. Displays as UTF-8 with each byte that is not written `\xNN`, so a
+    /// name set with prctl from arbitrary bytes keeps them visible (JSON and terminal alike).
     pub struct CommStr<'a>(&'a [u8]);
 
     impl core::fmt::Display for CommStr<'_> {
         fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
             for chunk in self.0.utf8_chunks() {
                 f.write_str(chunk.valid())?;
-                if !chunk.invalid().is_empty() {
-                    f.write_str("\u{FFFD}")?;
+                for byte in chunk.invalid() {
+                    write!(f, "\\x{byte:02x}")?;
                 }
             }
             Ok(())
@@ -597,7 +598,7 @@ mod tests {
         assert_eq!(comm_str(b"memhog\0garbage\0\0").to_string(), "memhog");
         assert_eq!(
             comm_str(b"\xffab\0\0\0\0\0\0\0\0\0\0\0\0\0").to_string(),
-            "\u{FFFD}ab"
+            "\\xffab"
         );
         assert_eq!(
             comm_str(b"0123456789abcdef").to_string(),

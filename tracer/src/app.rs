@@ -29,6 +29,7 @@ use crate::{
     sink::{HumanSink, JsonSink, Sink},
     soak::Soak,
     target::{self, Resolver, Target},
+    term,
 };
 
 /// A failure the user can fix, printed as one line with no error chain.
@@ -75,7 +76,15 @@ impl std::error::Error for UserError {}
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-        .format_target(false)
+        .format(|out, record| {
+            use std::io::Write as _;
+            let level = record.level().as_str().to_ascii_lowercase();
+            writeln!(
+                out,
+                "memstall: {level}: {}",
+                term::escape(&record.args().to_string())
+            )
+        })
         .init();
     let result = match &cli.command {
         Some(Command::Oom(args)) => oom(args),
@@ -88,11 +97,11 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => match err.downcast_ref::<UserError>() {
             Some(user) => {
-                eprintln!("memstall: {user}");
+                term::say(format_args!("{user}"));
                 ExitCode::from(user.code)
             }
             None => {
-                eprintln!("memstall: {err:#}");
+                term::say(format_args!("{err:#}"));
                 ExitCode::FAILURE
             }
         },
@@ -164,9 +173,9 @@ fn oom(args: &OomArgs) -> Result<()> {
     let mut sinks = open_sinks(&args.json, false)?;
     let shown = oom_view::show(&hierarchy, &filter, args.last, &mut sinks)?;
     if shown == 0 {
-        eprintln!(
-            "memstall: no OOM kills in the kernel log (it only holds the most recent messages)"
-        );
+        term::say(format_args!(
+            "no OOM kills in the kernel log (it only holds the most recent messages)"
+        ));
     }
     Ok(())
 }
@@ -225,10 +234,10 @@ fn trace(cli: &TraceArgs, listen: Option<SocketAddr>, soak: Option<&SoakArgs>) -
     if targets.iter().any(|t| t.relative.contains("kubepods"))
         && !Labeler::new(k8s::KUBELET_PODS).has_pod_names()
     {
-        eprintln!(
-            "memstall: note: pod names unavailable (no kubelet pod directory at {}); events carry QoS class, pod uid and container id; namespaces and container names need the CRI, which memstall does not query",
+        term::say(format_args!(
+            "note: pod names unavailable (no kubelet pod directory at {}); events carry QoS class, pod uid and container id; namespaces and container names need the CRI, which memstall does not query",
             k8s::KUBELET_PODS
-        );
+        ));
     }
     let watched: Vec<u64> = targets.iter().map(|t| t.id).collect();
     let fault_source = match cli.faults {
@@ -268,7 +277,7 @@ fn trace(cli: &TraceArgs, listen: Option<SocketAddr>, soak: Option<&SoakArgs>) -
         .iter()
         .filter(|h| h.attached.is_err() || !h.notes.is_empty())
     {
-        eprintln!("memstall: note: {hook}");
+        term::say(format_args!("note: {hook}"));
     }
     if let Some(exporter) = &exporter {
         exporter.hooks(&tracer.hooks);
@@ -286,9 +295,9 @@ fn trace(cli: &TraceArgs, listen: Option<SocketAddr>, soak: Option<&SoakArgs>) -
         .any(|h| h.hook == "memcg_pages" && h.attached.is_ok());
     let kernel_faults = kernel_faults && hook_attached;
     if fault_source == FaultSource::Ebpf && !kernel_faults {
-        eprintln!(
-            "memstall: note: --faults ebpf needs memcg/count_memcg_events, missing here: faults come from memory.stat"
-        );
+        term::say(format_args!(
+            "note: --faults ebpf needs memcg/count_memcg_events, missing here: faults come from memory.stat"
+        ));
     }
     let kernel_lru = memcg_events && hook_attached && !memory_stat_has_lru;
     let needs_memory_stat =
@@ -326,7 +335,7 @@ fn trace(cli: &TraceArgs, listen: Option<SocketAddr>, soak: Option<&SoakArgs>) -
         .map(|e| format!("; Prometheus metrics at http://{}/metrics", e.addr))
         .unwrap_or_default();
     let ready = format!(
-        "memstall: tracing {scope} (cgroup {} at {}; {}; {fault_note}){serving}; Ctrl-C to stop",
+        "tracing {scope} (cgroup {} at {}; {}; {fault_note}){serving}; Ctrl-C to stop",
         hierarchy.version_name(),
         hierarchy.root.display(),
         hooks.join(", ")
@@ -339,10 +348,10 @@ fn trace(cli: &TraceArgs, listen: Option<SocketAddr>, soak: Option<&SoakArgs>) -
     // Served beside the event loop; dropped with the runtime when tracing ends.
     let _server = exporter.map(|exporter| runtime.spawn(exporter.serve()));
     let summary = runtime.block_on(run(tracer, pipeline, targets, duration, interval, || {
-        eprintln!("{ready}")
+        term::say(&ready)
     }))?;
-    eprintln!(
-        "memstall: {} stall(s), {} event(s) reported in {:.1} s; {} dropped by the kernel (ring buffer full){}",
+    term::say(format_args!(
+        "{} stall(s), {} event(s) reported in {:.1} s; {} dropped by the kernel (ring buffer full){}",
         summary.stalls,
         summary.events,
         summary.duration_ns as f64 / 1e9,
@@ -352,7 +361,7 @@ fn trace(cli: &TraceArgs, listen: Option<SocketAddr>, soak: Option<&SoakArgs>) -
         } else {
             String::new()
         }
-    );
+    ));
     match &soak {
         Some(soak) => soak.verdict(),
         None => Ok(()),

@@ -33,6 +33,7 @@ pub mod soak;
 pub mod stacks;
 pub mod stats;
 pub mod target;
+pub mod term;
 pub mod tracefs;
 
 /// The eBPF object built by build.rs (aya-build, pinned nightly, bpf-linker).

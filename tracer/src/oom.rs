@@ -6,7 +6,7 @@ use tracer_common::{OomKillEvent, comm_str, oom_source};
 
 use crate::{
     cgroup::memcg_of_pid, clock::format_unix_ns, decode::DecodeContext, k8s::Labels,
-    postmortem::Explanation,
+    postmortem::Explanation, term::escape,
 };
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -167,9 +167,9 @@ impl fmt::Display for OomKill {
             f,
             "{} OOM KILL {} pid {} in {}: anon-rss {}, file-rss {}, shmem-rss {}, pgtables {}, oom_score_adj {}",
             format_unix_ns(self.time_ns),
-            self.victim_comm,
+            escape(&self.victim_comm),
             self.victim_pid,
-            self.victim_cgroup.as_deref().unwrap_or(unknown),
+            escape(self.victim_cgroup.as_deref().unwrap_or(unknown)),
             Kb(self.anon_rss_kb),
             Kb(self.file_rss_kb),
             Kb(self.shmem_rss_kb),
@@ -185,16 +185,16 @@ impl fmt::Display for OomKill {
             write!(
                 f,
                 "; triggered by {} pid {} in {}",
-                self.comm,
+                escape(&self.comm),
                 self.pid,
-                self.cgroup.as_deref().unwrap_or(unknown)
+                escape(self.cgroup.as_deref().unwrap_or(unknown))
             )?;
         }
         let e = &self.explanation;
         if let Some(constraint) = &e.constraint {
             write!(f, "\n    scope: {constraint} OOM")?;
             if let Some(domain) = &e.oom_cgroup {
-                write!(f, " in {domain}")?;
+                write!(f, " in {}", escape(domain))?;
             }
             if let (Some(usage), Some(limit)) = (e.usage_kb, e.limit_kb) {
                 write!(f, " (usage {usage} kB of {limit} kB)")?;
@@ -210,7 +210,9 @@ impl fmt::Display for OomKill {
             write!(
                 f,
                 "\n    why: {}; reclaimable {} kB, unreclaimable {} kB",
-                e.diagnosis.culprit, e.diagnosis.reclaimable_kb, e.diagnosis.unreclaimable_kb
+                escape(&e.diagnosis.culprit),
+                e.diagnosis.reclaimable_kb,
+                e.diagnosis.unreclaimable_kb
             )?;
         }
         if let Some(before) = &self.reclaim_before {
@@ -231,7 +233,7 @@ impl fmt::Display for OomKill {
                 "\n    {} {:>7} {:<16} points {:>8}  adj {:>5}  rss {} kB  swap {} kB",
                 if c.victim { "*" } else { " " },
                 c.pid,
-                c.comm,
+                escape(&c.comm),
                 points,
                 c.oom_score_adj,
                 c.rss_kb,

@@ -34,7 +34,7 @@ pub fn normalized(points: i64, totalpages: u64) -> i64 {
 }
 
 /// One candidate of the OOM domain, as the kernel's task table (or our snapshot) showed it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Candidate {
     pub pid: u32,
     pub comm: String,

@@ -9,6 +9,7 @@ use crate::{
     decode::DecodeContext,
     k8s::Labels,
     loader::{self, HookStatus, KernelInfo},
+    term::escape,
 };
 
 /// One finished stall: a task blocked in reclaim (or kswapd's run, or a throttling sleep).
@@ -107,9 +108,9 @@ impl fmt::Display for Stall {
             format_unix_ns(self.time_ns),
             self.kind.name(),
             Ms(self.latency_ns),
-            self.comm,
+            escape(&self.comm),
             self.pid,
-            self.cgroup.as_deref().unwrap_or("?"),
+            escape(self.cgroup.as_deref().unwrap_or("?")),
             self.pages,
         )?;
         if self.passes > 0 {
@@ -129,10 +130,10 @@ impl fmt::Display for Stall {
             write!(f, ", reason {reason}")?;
         }
         for frame in &self.kernel_stack {
-            write!(f, "\n    {frame}")?;
+            write!(f, "\n    {}", escape(frame))?;
         }
         for frame in &self.user_stack {
-            write!(f, "\n    [user] {frame}")?;
+            write!(f, "\n    [user] {}", escape(frame))?;
         }
         Ok(())
     }

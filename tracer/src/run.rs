@@ -9,7 +9,7 @@ use tokio::{
     signal::unix::{SignalKind, signal},
 };
 
-use crate::{loader::Tracer, pipeline::Pipeline, sink::RunSummary, target::Target};
+use crate::{loader::Tracer, pipeline::Pipeline, sink::RunSummary, target::Target, term};
 
 fn drain(ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline) -> Result<()> {
     while let Some(item) = ring.next() {
@@ -61,12 +61,12 @@ pub async fn run(
                 targets = present;
                 let mut any_left = true;
                 for target in gone {
-                    eprintln!("memstall: cgroup {} was removed; its final summary follows", target.relative);
+                    term::say(format_args!("cgroup {} was removed; its final summary follows", target.relative));
                     drain(ring.get_mut(), &mut pipeline)?;
                     any_left = pipeline.cgroup_removed(&target.relative)?;
                 }
                 if !any_left {
-                    eprintln!("memstall: no watched cgroup is left; stopping");
+                    term::say(format_args!("no watched cgroup is left; stopping"));
                     break;
                 }
             }

@@ -26,6 +26,7 @@ use crate::{
         self, Sink,
         prometheus::{self, Metrics, PrometheusSink, SharedMetrics},
     },
+    term,
 };
 
 /// Where `memstall serve` listens unless told otherwise: loopback, Prometheus exporter port
@@ -85,7 +86,7 @@ impl Exporter {
         let listener = match tokio::net::TcpListener::from_std(self.listener) {
             Ok(listener) => listener,
             Err(err) => {
-                eprintln!("memstall: cannot serve on {}: {err}", self.addr);
+                term::say(format_args!("cannot serve on {}: {err}", self.addr));
                 return;
             }
         };

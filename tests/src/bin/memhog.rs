@@ -42,6 +42,10 @@ struct Args {
     step_mib: usize,
     #[arg(long, default_value_t = 0)]
     step_ms: u64,
+    /// Rename this process (prctl PR_SET_NAME, any bytes, 15 at most); `\xNN` writes a byte,
+    /// so a test can choose names with escape sequences in them.
+    #[arg(long, value_name = "NAME")]
+    comm: Option<String>,
     /// Seconds to hold the memory before exiting.
     #[arg(long, default_value_t = 0.0)]
     hold_secs: f64,
@@ -69,8 +73,39 @@ fn fill_file(path: &PathBuf, mib: usize) -> Result<()> {
     Ok(())
 }
 
+/// `a\x1bb` → the bytes `a`, 0x1b, `b`.
+fn unescape_bytes(text: &str) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut rest = text.as_bytes();
+    while let Some((&byte, tail)) = rest.split_first() {
+        if byte == b'\\' && tail.first() == Some(&b'x') {
+            let hex = tail.get(1..3).context("\\x needs two hex digits")?;
+            out.push(u8::from_str_radix(std::str::from_utf8(hex)?, 16)?);
+            rest = &tail[3..];
+        } else {
+            out.push(byte);
+            rest = tail;
+        }
+    }
+    Ok(out)
+}
+
+fn set_comm(name: &str) -> Result<()> {
+    let mut bytes = unescape_bytes(name)?;
+    bytes.truncate(15);
+    bytes.push(0);
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes from a live buffer.
+    if unsafe { libc::prctl(libc::PR_SET_NAME, bytes.as_ptr()) } != 0 {
+        bail!("prctl(PR_SET_NAME): {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
+    if let Some(name) = &args.comm {
+        set_comm(name)?;
+    }
     if let Some(cgroup) = &args.cgroup {
         fs::write(cgroup.join("cgroup.procs"), std::process::id().to_string())
             .with_context(|| format!("joining {}", cgroup.display()))?;

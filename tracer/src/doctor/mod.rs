@@ -81,7 +81,11 @@ pub fn one_line(text: &str) -> String {
 
 pub fn human_line(c: &Check) -> String {
     let tag = ["ok", "note", "warn", "FAIL"][c.status as usize];
-    format!("{tag:<5} {}: {}", c.name, c.detail)
+    format!(
+        "{tag:<5} {}: {}",
+        crate::term::escape(&c.name),
+        crate::term::escape(&c.detail)
+    )
 }
 
 /// The checks that stop tracing: every failure, else the OOM hook when it did not attach.

@@ -25,6 +25,7 @@ use crate::{
     decode::Event,
     reclaim::Ms,
     sink::{RunSummary, Sink, Summary},
+    term::{escape, escaped},
 };
 
 /// Bucket index k holds latencies in [2^k, 2^(k+1)) µs, as the summary rows' log2 buckets.
@@ -197,7 +198,7 @@ fn draw(frame: &mut Frame, state: &State, view: &mut View) {
         header_cells.extend(KINDS.iter().map(|k| format!("{k} n/p99")));
         header_cells.extend(["FAULTS/S".into(), "MAJOR/S".into(), "OOM".into()]);
         let table_rows = rows.iter().map(|(name, row)| {
-            let mut cells = vec![(*name).clone(), Ms(row.stall_ns()).to_string()];
+            let mut cells = vec![escaped(name.as_str()), Ms(row.stall_ns()).to_string()];
             cells.extend(KINDS.iter().map(|kind| match row.kinds.get(kind) {
                 Some(k) if k.count > 0 => format!("{} / <{}", k.count, Ms(k.quantile_ns(0.99) + 1)),
                 _ => "-".into(),
@@ -229,7 +230,7 @@ fn draw(frame: &mut Frame, state: &State, view: &mut View) {
 }
 
 fn histograms(name: &str, row: &CgroupRow) -> Vec<Line<'static>> {
-    let mut lines = vec![Line::from(name.to_owned())];
+    let mut lines = vec![Line::from(escaped(name))];
     for (kind, stats) in &row.kinds {
         lines.push(Line::from(format!(
             "{kind}: {} stalls, {} total",
@@ -377,10 +378,11 @@ impl Sink for LiveSink {
             let mut state = locked(&self.state);
             let cgroup = kill.victim_cgroup.clone().unwrap_or_else(|| "?".into());
             state.last_oom = Some(format!(
-                "{} {} pid {} in {cgroup}",
+                "{} {} pid {} in {}",
                 format_unix_ns(kill.time_ns),
-                kill.victim_comm,
-                kill.victim_pid
+                escape(&kill.victim_comm),
+                kill.victim_pid,
+                escape(&cgroup)
             ));
             state.rows.entry(cgroup).or_default().oom_kills += 1;
         }

@@ -93,3 +93,39 @@ fn renders_into_a_buffer() {
     let screen = text(&terminal);
     assert!(screen.contains("histograms"), "{screen}");
 }
+
+/// A cgroup name and a victim comm with escape sequences reach the screen escaped, in the
+/// table, the header and the histogram view.
+#[test]
+fn hostile_names_are_drawn_escaped() {
+    use ratatui::{Terminal, backend::TestBackend};
+    let cgroup = "/evil\x1b[2J\u{9b}";
+    let mut live = LiveSink::new();
+    live.done = true; // no real terminal in a test: fold only
+    live.event(&Event::OomKill(Box::new(crate::oom::OomKill {
+        victim_comm: "pwn\x1b]0;t\x07".into(),
+        victim_cgroup: Some(cgroup.into()),
+        ..Default::default()
+    })))
+    .unwrap();
+    live.summary(&summary(cgroup, &[3_000_000], 1.0)).unwrap();
+    let state = locked(&live.state);
+    let mut terminal = Terminal::new(TestBackend::new(220, 12)).unwrap();
+    let mut view = View {
+        sort: SortKey::StallTime,
+        table: TableState::default(),
+        detail: false,
+    };
+    for detail in [false, true] {
+        view.detail = detail;
+        terminal.draw(|f| draw(f, &state, &mut view)).unwrap();
+        let screen = text(&terminal);
+        assert!(!screen.chars().any(char::is_control), "{screen:?}");
+        // The header's last OOM kill, and the table row or the histogram view's title.
+        let shown = screen.matches("/evil\\x1b[2J\\u{9b}").count();
+        assert_eq!(shown, 2, "{screen}");
+        if !detail {
+            assert!(screen.contains("pwn\\x1b]0;t\\x07"), "{screen}");
+        }
+    }
+}

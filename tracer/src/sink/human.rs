@@ -3,7 +3,7 @@ use std::io::Write;
 use anyhow::{Context as _, Result};
 
 use super::{RunSummary, Sink, Summary};
-use crate::{decode::Event, reclaim::Ms, stats::SummaryRow};
+use crate::{decode::Event, reclaim::Ms, stats::SummaryRow, term::escape};
 
 /// One readable line per event; a table and bcc-style histograms per summary.
 pub struct HumanSink<W: Write> {
@@ -20,7 +20,7 @@ const BAR_WIDTH: u64 = 40;
 
 /// bcc-style log2 histogram of one row.
 pub fn write_histogram(out: &mut impl Write, row: &SummaryRow) -> std::io::Result<()> {
-    writeln!(out, "\n{} {} latency:", row.cgroup, row.kind)?;
+    writeln!(out, "\n{} {} latency:", escape(&row.cgroup), row.kind)?;
     writeln!(out, "{:>22} : {:<8} distribution", "usecs", "count")?;
     let peak = row
         .buckets
@@ -63,7 +63,7 @@ pub fn write_table(out: &mut impl Write, summary: &Summary) -> std::io::Result<(
             writeln!(
                 out,
                 "{:<40} {:<18} {:>8} {:>11} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
-                row.cgroup,
+                escape(&row.cgroup),
                 row.kind,
                 row.count,
                 Ms(row.total_ns).to_string(),
@@ -94,7 +94,7 @@ pub fn write_table(out: &mut impl Write, summary: &Summary) -> std::io::Result<(
             writeln!(
                 out,
                 "{:<40} {:>14} {:>14} {:>14} {:>14} {:>10}",
-                row.cgroup,
+                escape(&row.cgroup),
                 row.scanned_direct,
                 row.reclaimed_direct,
                 row.scanned_kswapd,
@@ -113,7 +113,7 @@ pub fn write_table(out: &mut impl Write, summary: &Summary) -> std::io::Result<(
             writeln!(
                 out,
                 "{:<40} {:<11} {:>10} {:>10} {:>10} {:>10} {:>8}",
-                row.cgroup,
+                escape(&row.cgroup),
                 row.kind,
                 row.count,
                 format!("<{}", Ms(row.p50_ns + 1)),
@@ -133,7 +133,11 @@ pub fn write_table(out: &mut impl Write, summary: &Summary) -> std::io::Result<(
             writeln!(
                 out,
                 "{:<40} {:>12} {:>10} {:>12.0} {:>10.1}",
-                row.cgroup, row.minor, row.major, row.minor_per_s, row.major_per_s
+                escape(&row.cgroup),
+                row.minor,
+                row.major,
+                row.minor_per_s,
+                row.major_per_s
             )?;
         }
     }
@@ -153,7 +157,7 @@ pub fn write_table(out: &mut impl Write, summary: &Summary) -> std::io::Result<(
         let wakeups: Vec<String> = summary
             .kswapd_wakeups
             .iter()
-            .map(|(cgroup, n)| format!("{cgroup} {n}"))
+            .map(|(cgroup, n)| format!("{} {n}", escape(cgroup)))
             .collect();
         writeln!(
             out,
@@ -198,6 +202,91 @@ mod tests {
     use super::*;
     use crate::stats::StallStats;
     use tracer_common::StallKind;
+
+    /// What other users can choose: a comm that clears the screen and retitles the window, a
+    /// cgroup name with ESC, quotes, backslashes and markup, C1 CSI and a bidi override.
+    const COMM: &str = "\x1b[2J\x1b]0;pwn\x07";
+    const CGROUP: &str = "/x\x1b[31m\"q\\<b>\u{9b}1m\u{202e}";
+    const COMM_SHOWN: &str = "\\x1b[2J\\x1b]0;pwn\\x07";
+    const CGROUP_SHOWN: &str = "/x\\x1b[31m\"q\\<b>\\u{9b}1m\\u{202e}";
+
+    fn assert_terminal_safe(text: &str) {
+        for (i, c) in text.chars().enumerate() {
+            assert!(
+                c == '\n' || crate::term::is_terminal_safe(&c.to_string()),
+                "raw {c:?} at char {i} in {text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn names_other_users_chose_reach_the_terminal_escaped() {
+        use crate::{
+            decode::Event, oom::OomKill, oom_score::Candidate, postmortem::Explanation,
+            reclaim::Stall,
+        };
+        let stall = Stall {
+            kind: StallKind::MemcgReclaim,
+            time_ns: 0,
+            latency_ns: 1,
+            cgroup: Some(CGROUP.into()),
+            pid: 1,
+            tgid: 1,
+            comm: COMM.into(),
+            pages: 0,
+            pages_scanned: 0,
+            passes: 0,
+            order: None,
+            gfp_flags: 0,
+            nid: None,
+            reason: None,
+            kernel_stack: vec!["evil\x1b[Kframe".into()],
+            user_stack: vec!["sym\nforged line".into()],
+            labels: None,
+        };
+        let mut kill = OomKill {
+            comm: COMM.into(),
+            cgroup: Some(CGROUP.into()),
+            victim_comm: COMM.into(),
+            victim_cgroup: Some(CGROUP.into()),
+            pid: 1,
+            victim_pid: 2,
+            explanation: Explanation {
+                constraint: Some("memcg".into()),
+                oom_cgroup: Some(CGROUP.into()),
+                scoreboard: vec![Candidate {
+                    comm: COMM.into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        kill.explanation.diagnosis.culprit = format!("{CGROUP} holds it");
+        let mut stats = StallStats::default();
+        stats.record(5_000, 1, 1);
+        let summary = Summary {
+            scope: "total",
+            rows: vec![stats.row(CGROUP, StallKind::MemcgReclaim)],
+            kswapd_wakeups: vec![(CGROUP.into(), 1)],
+            memcg_pages: vec![crate::memcg::MemcgPages::new(CGROUP.into(), [1; 6])],
+            faults: vec![crate::faults::FaultRow {
+                cgroup: CGROUP.into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut sink = HumanSink::new(Vec::new());
+        sink.event(&Event::Stall(stall)).unwrap();
+        sink.event(&Event::OomKill(Box::new(kill))).unwrap();
+        sink.summary(&summary).unwrap();
+        let text = String::from_utf8(sink.out).unwrap();
+        assert_terminal_safe(&text);
+        assert!(text.contains(COMM_SHOWN), "{text}");
+        assert!(text.contains(CGROUP_SHOWN), "{text}");
+        assert!(text.contains("    [user] sym\\x0aforged line\n"), "{text}");
+        assert!(!text.contains("\nforged"), "a name forged a line: {text}");
+    }
 
     #[test]
     fn table_and_histogram_render() {

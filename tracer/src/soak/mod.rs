@@ -36,6 +36,7 @@ use crate::{
     sink::{self, RunSummary, Sink, Summary},
     stats::SummaryRow,
     target::Target,
+    term,
 };
 
 /// How often memory is sampled and intervals close when `--interval` is not given.
@@ -333,9 +334,9 @@ impl Soak {
                 .collect()
         };
         if targets.is_empty() && args.max_growth_per_hour.is_some() {
-            eprintln!(
-                "memstall: note: soak: without --cgroup, memory growth is the whole hierarchy's"
-            );
+            term::say(format_args!(
+                "note: soak: without --cgroup, memory growth is the whole hierarchy's"
+            ));
         }
         let record = Record {
             limits: Limits {
@@ -415,17 +416,17 @@ impl Soak {
         let reports = format!("report {}, {}", self.html.display(), self.json.display());
         let breaches: Vec<&Check> = checks.iter().filter(|c| !c.ok).collect();
         for check in checks.iter().filter(|c| c.ok && c.value.is_none()) {
-            eprintln!("memstall: soak: note: {}", check.detail);
+            term::say(format_args!("soak: note: {}", check.detail));
         }
         if breaches.is_empty() {
-            eprintln!(
-                "memstall: soak: pass: all {} check(s) hold; {reports}",
+            term::say(format_args!(
+                "soak: pass: all {} check(s) hold; {reports}",
                 checks.len()
-            );
+            ));
             return Ok(());
         }
         for check in &breaches {
-            eprintln!("memstall: soak: breach: {}", check.detail);
+            term::say(format_args!("soak: breach: {}", check.detail));
         }
         Err(UserError::breach(format!(
             "soak: {} of {} check(s) breached; {reports}",

@@ -221,3 +221,23 @@ fn counters_oom_kills_drops_and_hooks_render() {
     assert!(!text.contains("hog") && !text.contains("pid"), "{text}");
     assert!(text.contains("# TYPE memstall_oom_kills counter"), "{text}");
 }
+
+/// A cgroup name with quotes, backslashes, markup and a newline stays one escaped label value:
+/// it cannot end the label, forge a sample or a comment line.
+#[test]
+fn hostile_cgroup_names_stay_inside_their_label() {
+    let mut metrics = Metrics::new();
+    let mut stats = StallStats::default();
+    stats.record(2_000, 1, 1);
+    let name = "/a\"b\\c<b>\nmemstall_oom_kills_total 99\n# x";
+    metrics.summary(&interval(vec![stats.row(name, StallKind::MemcgReclaim)]));
+    let text = metrics.render();
+    let escaped = "cgroup=\"/a\\\"b\\\\c<b>\\nmemstall_oom_kills_total 99\\n# x\"";
+    assert!(text.contains(escaped), "{text}");
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.starts_with("memstall_oom_kills_total 99")),
+        "a label forged a sample: {text}"
+    );
+}
