@@ -11,7 +11,7 @@ fn main() -> anyhow::Result<()> {
         .context("cargo metadata")?;
     let ebpf = packages
         .into_iter()
-        .find(|package| package.name.as_str() == "tracer-ebpf")
+        .find(|package| package.name.as_str() == "memstall-ebpf")
         .ok_or_else(|| anyhow!("tracer-ebpf package not found"))?;
     let root_dir = ebpf
         .manifest_path

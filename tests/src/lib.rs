@@ -183,9 +183,10 @@ pub fn memhog() -> Command {
 
 /// The memstall binary under test: $MEMSTALL_BIN, else the workspace's debug build.
 pub fn memstall_bin() -> PathBuf {
-    std::env::var_os("MEMSTALL_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/memstall"))
+    std::env::var_os("MEMSTALL_BIN").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/memstall"),
+        PathBuf::from,
+    )
 }
 
 /// A memstall process that has attached its hooks (it said so on stderr).
@@ -229,7 +230,7 @@ impl Memstall {
             stderr_lines: rx,
             stderr: Vec::new(),
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_mins(1);
         while Instant::now() < deadline {
             match memstall
                 .stderr_lines

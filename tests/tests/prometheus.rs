@@ -153,7 +153,7 @@ impl Prometheus {
 
     /// Polls until `promql` yields one series whose value satisfies `ok`.
     fn wait_for(&self, promql: &str, ok: impl Fn(f64) -> bool) -> f64 {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_mins(1);
         loop {
             let value = self.value(promql);
             if let Some(v) = value.filter(|v| ok(*v)) {

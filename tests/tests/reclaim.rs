@@ -52,7 +52,9 @@ fn run(child: &mut Child) {
 /// reclaim their own cache on the charge path, and memstall times every call.
 #[test]
 fn memcg_reclaim_stalls_reconcile_with_the_cgroup() {
-    let _shared = MEMORY_HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    let _shared = MEMORY_HEAVY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let cgroup = MemCgroup::create("memcg-reclaim", 256 * MIB).unwrap();
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let cache_file = dir.path().join("cache.img");
@@ -191,21 +193,20 @@ fn memcg_reclaim_stalls_reconcile_with_the_cgroup() {
                 <= (reclaimed_pages / 20).max(64),
         "{lru} vs {reclaimed_pages}"
     );
-    match (max_events_before, max_events_after) {
+    if let (Some(before), Some(after)) = (max_events_before, max_events_after) {
         // cgroup v2 counts every charge-path reclaim call in memory.events `max`.
-        (Some(before), Some(after)) => assert_eq!(stalls.len() as u64, after - before),
+        assert_eq!(stalls.len() as u64, after - before);
+    } else {
         // v1 has no such counter: the reclaimed pages must account for the cache that left.
-        _ => {
-            assert!(
-                cache_drop_pages > 10_000,
-                "the anon allocation should push out cache: {cache_drop_pages}"
-            );
-            let slack = (cache_drop_pages / 50).max(64);
-            assert!(
-                reclaimed_pages.abs_diff(cache_drop_pages) <= slack,
-                "reclaimed {reclaimed_pages} pages vs page cache drop {cache_drop_pages}"
-            );
-        }
+        assert!(
+            cache_drop_pages > 10_000,
+            "the anon allocation should push out cache: {cache_drop_pages}"
+        );
+        let slack = (cache_drop_pages / 50).max(64);
+        assert!(
+            reclaimed_pages.abs_diff(cache_drop_pages) <= slack,
+            "reclaimed {reclaimed_pages} pages vs page cache drop {cache_drop_pages}"
+        );
     }
 }
 
@@ -213,7 +214,9 @@ fn memcg_reclaim_stalls_reconcile_with_the_cgroup() {
 /// raises memory.events `high`, and is a memcg_reclaim stall for memstall.
 #[test]
 fn memory_high_reclaim_matches_memory_events_high() {
-    let _shared = MEMORY_HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    let _shared = MEMORY_HEAVY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let cgroup = MemCgroup::create("memory-high", 512 * MIB).unwrap();
     if cgroup.version != CgroupVersion::V2 {
         eprintln!("skipped: memory.high is cgroup v2 (runs in `cargo xtask vmtest`)");
@@ -278,7 +281,9 @@ fn memory_high_reclaim_matches_memory_events_high() {
 /// reclaim call counts once in /proc/vmstat allocstall_*; memstall must see each of them.
 #[test]
 fn direct_reclaim_count_matches_allocstall() {
-    let _exclusive = MEMORY_HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    let _exclusive = MEMORY_HEAVY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let json = dir.path().join("events.jsonl");
     let sparse = dir.path().join("sparse.img");

@@ -268,7 +268,7 @@ fn screenshot(page: &Path, png: &Path) -> ExitStatus {
             .spawn()
             .unwrap(),
     );
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_mins(2);
     loop {
         if let Some(status) = chromium.0.try_wait().unwrap() {
             return status;

@@ -4,7 +4,7 @@ use aya_ebpf::{
     macros::map,
     maps::{PerCpuArray, RingBuf},
 };
-use tracer_common::{DROP_SLOTS, EventHeader, EventKind};
+use memstall_common::{DROP_SLOTS, EventHeader, EventKind};
 
 /// Rare events only (OOM kills, reclaim outliers): 4 MiB holds tens of thousands.
 #[map]

@@ -1,6 +1,6 @@
 //! The in-kernel cgroup filter: events of unwatched cgroups never reach the ring buffer.
 use aya_ebpf::{Global, macros::map, maps::HashMap};
-use tracer_common::{FILTER_MAX_DEPTH, FilterConfig, KernelLayout};
+use memstall_common::{FILTER_MAX_DEPTH, FilterConfig, KernelLayout};
 
 use crate::task::{css_id, memcg_css, read};
 

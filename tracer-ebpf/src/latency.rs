@@ -8,7 +8,7 @@ use aya_ebpf::{
     maps::{LruHashMap, PerCpuHashMap},
     programs::{FEntryContext, FExitContext},
 };
-use tracer_common::{LatencyKey, LatencyValue, latency};
+use memstall_common::{LatencyKey, LatencyValue, latency};
 
 use crate::{
     filter::current_watched,

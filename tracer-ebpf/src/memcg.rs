@@ -8,7 +8,7 @@ use aya_ebpf::{
     maps::PerCpuHashMap,
     programs::{BtfTracePointContext, RawTracePointContext},
 };
-use tracer_common::{MEMCG_SLOTS, MemcgCounterKey, MemcgItems};
+use memstall_common::{MEMCG_SLOTS, MemcgCounterKey, MemcgItems};
 
 use crate::{
     filter::css_watched,

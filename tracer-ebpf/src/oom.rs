@@ -6,7 +6,7 @@ use aya_ebpf::{
     maps::Array,
     programs::{BtfTracePointContext, FEntryContext, TracePointContext},
 };
-use tracer_common::{
+use memstall_common::{
     EventKind, KernelLayout, MarkVictimFormat, OomContextEvent, OomControlLayout, OomKillEvent,
     TASK_COMM_LEN, oom_source,
 };
@@ -97,7 +97,7 @@ pub fn oom_mark_victim_tp(ctx: TracePointContext) -> i32 {
         // SAFETY: as above.
         unsafe { ctx.read_at::<u32>(offset as usize).unwrap_or(0) }
     };
-    let mut victim = tracer_common::TaskInfo {
+    let mut victim = memstall_common::TaskInfo {
         pid: small(MarkVictimFormat::PID, format.pid),
         ..Default::default()
     };

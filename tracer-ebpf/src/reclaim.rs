@@ -11,7 +11,7 @@ use aya_ebpf::{
     maps::{LruHashMap, PerCpuArray, PerCpuHashMap, StackTrace},
     programs::{BtfTracePointContext, RawTracePointContext, tracing::StackIdContext},
 };
-use tracer_common::{EventKind, InFlight, KswapdTotals, StallEvent, StallKind, TaskInfo};
+use memstall_common::{EventKind, InFlight, KswapdTotals, StallEvent, StallKind, TaskInfo};
 
 use crate::{
     events::{EVENTS, count_drop, header},

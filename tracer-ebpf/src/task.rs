@@ -1,6 +1,6 @@
 //! Reading task_struct and friends at offsets the loader resolved from kernel BTF.
 use aya_ebpf::{Global, helpers::bpf_probe_read_kernel};
-use tracer_common::{KernelLayout, TASK_COMM_LEN, TaskInfo};
+use memstall_common::{KernelLayout, TASK_COMM_LEN, TaskInfo};
 
 #[unsafe(no_mangle)]
 // SAFETY: KernelLayout is plain integers, for which all-zero is valid ("not resolved").

@@ -6,9 +6,10 @@ use std::{os::unix::fs::MetadataExt as _, time::Instant};
 use memstall::{
     cgroup::{CgroupFilter, CgroupResolver, CgroupVersion},
     decode::DecodeContext,
+    enrich::Enricher,
     pipeline::Pipeline,
 };
-use tracer_common::{EventHeader, EventKind, StallEvent, StallKind, TaskInfo};
+use memstall_common::{EventHeader, EventKind, StallEvent, StallKind, TaskInfo};
 
 fn main() {
     let records: usize = std::env::args()
@@ -43,8 +44,14 @@ fn main() {
             ..Default::default()
         })
         .collect();
-    let decoder = DecodeContext::new(CgroupResolver::new(root.path()), CgroupVersion::V2);
-    let mut pipeline = Pipeline::new(decoder, CgroupFilter::default(), Vec::new(), u64::MAX);
+    let enricher = Enricher::new(CgroupResolver::new(root.path()), CgroupVersion::V2);
+    let mut pipeline = Pipeline::new(
+        DecodeContext::new(),
+        enricher,
+        CgroupFilter::default(),
+        Vec::new(),
+        u64::MAX,
+    );
     let started = Instant::now();
     for i in 0..records {
         pipeline

@@ -1,9 +1,14 @@
-//! Command-line interface.
+//! The command line: every clap type and value parser. Low-level arguments, validated here;
+//! `cmd/` decides what they mean for each stage. Imported only by `cmd/`.
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
+use memstall_common::StallKind;
 
-use crate::{faults::FaultSource, kernel_layout::VMLINUX_BTF};
+use crate::{
+    aggregate::FaultSource, kernel::btf::VMLINUX_BTF, sink::prometheus::http::DEFAULT_LISTEN,
+    sink::soak::P99Limit,
+};
 
 /// Which cgroup stalled on memory, for how long, and why the OOM killer picked its victim.
 #[derive(Debug, Parser)]
@@ -93,7 +98,7 @@ pub enum Command {
 
     /// Can this machine run memstall? Checks kernel, BTF, cgroups, tracefs and privileges, and
     /// really loads and attaches every hook, saying what each missing one costs.
-    Doctor(crate::doctor::DoctorArgs),
+    Doctor(DoctorArgs),
 
     /// A soak gate: trace like the default command for --duration, sample the watched
     /// cgroups' memory every interval, hold the run against thresholds and write a JSON and
@@ -110,17 +115,17 @@ pub struct SoakArgs {
 
     /// Highest p99 over the run allowed for a stall kind, in milliseconds (memcg_reclaim=500).
     /// Repeatable.
-    #[arg(long, value_name = "KIND=MS", value_parser = crate::soak::parse_p99_limit)]
-    pub max_p99: Vec<crate::soak::P99Limit>,
+    #[arg(long, value_name = "KIND=MS", value_parser = parse_p99_limit)]
+    pub max_p99: Vec<P99Limit>,
 
     /// Most stall time of the watched cgroups in any minute, in milliseconds (judged every
     /// interval over the last minute of intervals, scaled to a minute).
-    #[arg(long, value_name = "MS", value_parser = crate::soak::parse_limit)]
+    #[arg(long, value_name = "MS", value_parser = parse_limit)]
     pub max_stall_per_minute: Option<f64>,
 
     /// Fastest memory growth allowed, in MiB per hour: the least-squares slope of each watched
     /// cgroup's usage over the run (without --cgroup, the whole hierarchy's).
-    #[arg(long, value_name = "MIB", value_parser = crate::soak::parse_limit)]
+    #[arg(long, value_name = "MIB", value_parser = parse_limit)]
     pub max_growth_per_hour: Option<f64>,
 
     /// Where to write the HTML report (charts as inline SVG, self-contained).
@@ -138,7 +143,7 @@ pub struct SoakArgs {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to serve /metrics on (IP:PORT; loopback unless told otherwise).
-    #[arg(long, value_name = "ADDR", default_value = crate::serve::DEFAULT_LISTEN)]
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
 
     #[command(flatten)]
@@ -158,6 +163,43 @@ pub struct OomArgs {
     /// Show at most the N most recent kills.
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub last: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print one JSON object with every check instead of lines.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Kernel BTF to check and load with.
+    #[arg(long, value_name = "FILE", default_value = VMLINUX_BTF)]
+    pub btf: PathBuf,
+}
+
+/// A non-negative, finite number (milliseconds, MiB per hour).
+pub fn parse_limit(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(value) if value.is_finite() && value >= 0.0 => Ok(value),
+        _ => Err(format!("`{text}` must be a number, zero or more")),
+    }
+}
+
+pub fn parse_p99_limit(text: &str) -> Result<P99Limit, String> {
+    let (kind, ms) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not KIND=MS (e.g. memcg_reclaim=500)"))?;
+    let kind = StallKind::ALL
+        .iter()
+        .map(|k| k.name())
+        .find(|name| *name == kind.trim())
+        .ok_or_else(|| {
+            let names: Vec<&str> = StallKind::ALL.iter().map(|k| k.name()).collect();
+            format!("unknown stall kind `{kind}` (one of {})", names.join(", "))
+        })?;
+    Ok(P99Limit {
+        kind,
+        ms: parse_limit(ms)?,
+    })
 }
 
 fn parse_secs(text: &str) -> Result<Duration, String> {
@@ -184,6 +226,8 @@ fn parse_ms(text: &str) -> Result<Duration, String> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     #[test]
@@ -259,5 +303,82 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn parses_thresholds() {
+        assert_eq!(
+            parse_p99_limit("memcg_reclaim=500").unwrap(),
+            P99Limit {
+                kind: "memcg_reclaim",
+                ms: 500.0
+            }
+        );
+        assert_eq!(parse_p99_limit("direct_reclaim=0.25").unwrap().ms, 0.25);
+        let err = parse_p99_limit("reclaim=5").unwrap_err();
+        assert!(
+            err.starts_with("unknown stall kind `reclaim` (one of direct_reclaim, memcg_reclaim"),
+            "{err}"
+        );
+        for bad in [
+            "memcg_reclaim",
+            "memcg_reclaim=",
+            "memcg_reclaim=-1",
+            "memcg_reclaim=NaN",
+            "=5",
+        ] {
+            assert!(parse_p99_limit(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_limit("0").unwrap(), 0.0);
+        for bad in ["-0.5", "inf", "x", ""] {
+            assert!(parse_limit(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn soak_subcommand_flags() {
+        let cli = Cli::try_parse_from([
+            "memstall",
+            "soak",
+            "--duration",
+            "8",
+            "--interval",
+            "1",
+            "--cgroup",
+            "/a",
+            "--max-oom-kills",
+            "2",
+            "--max-p99",
+            "memcg_reclaim=500",
+            "--max-p99",
+            "direct_reclaim=50",
+            "--max-stall-per-minute",
+            "1000",
+            "--max-growth-per-hour",
+            "64",
+            "--json",
+            "-",
+            "--report",
+            "r.html",
+        ])
+        .unwrap();
+        let Some(Command::Soak(args)) = cli.command else {
+            panic!("not soak");
+        };
+        assert_eq!(args.max_oom_kills, 2);
+        assert_eq!(args.max_p99.len(), 2);
+        assert_eq!(args.max_stall_per_minute, Some(1000.0));
+        assert_eq!(args.max_growth_per_hour, Some(64.0));
+        assert_eq!(args.report, Path::new("r.html"));
+        assert_eq!(args.report_json, Path::new("soak-report.json"));
+        assert_eq!(args.trace.cgroup, ["/a"]);
+        assert_eq!(args.trace.json.as_deref(), Some(Path::new("-")));
+        // --duration is required for soak, and only for soak.
+        assert!(Cli::try_parse_from(["memstall", "soak", "--cgroup", "/a"]).is_err());
+        assert!(
+            Cli::try_parse_from(["memstall", "soak", "--duration", "1", "--max-p99", "x=1"])
+                .is_err()
+        );
+        assert!(Cli::try_parse_from(["memstall", "--cgroup", "/a"]).is_ok());
     }
 }

@@ -12,8 +12,8 @@ fn now_ns(clock: libc::clockid_t) -> i128 {
         tv_nsec: 0,
     };
     // SAFETY: ts is a valid timespec; both clocks exist on every Linux the tool supports.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+    unsafe { libc::clock_gettime(clock, &raw mut ts) };
+    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
 }
 
 impl BootClock {
@@ -26,14 +26,14 @@ impl BootClock {
     }
 
     pub fn unix_ns(&self, boot_ns: u64) -> u64 {
-        (boot_ns as i128 + self.realtime_minus_boot_ns).clamp(0, u64::MAX as i128) as u64
+        (i128::from(boot_ns) + self.realtime_minus_boot_ns).clamp(0, i128::from(u64::MAX)) as u64
     }
 
     /// Kernel log timestamps (µs of the monotonic clock) to unix ns; off by the time the
     /// machine spent suspended since, like `dmesg -T`.
     pub fn unix_ns_from_monotonic_us(&self, usec: u64) -> u64 {
         let offset = now_ns(libc::CLOCK_REALTIME) - now_ns(libc::CLOCK_MONOTONIC);
-        (usec as i128 * 1000 + offset).clamp(0, u64::MAX as i128) as u64
+        (i128::from(usec) * 1000 + offset).clamp(0, i128::from(u64::MAX)) as u64
     }
 
     pub fn now_boot_ns() -> u64 {
@@ -49,8 +49,8 @@ impl Default for BootClock {
 
 /// RFC 3339 UTC with milliseconds, for human output.
 pub fn format_unix_ns(unix_ns: u64) -> String {
-    match jiff::Timestamp::from_nanosecond(unix_ns as i128) {
-        Ok(ts) => format!("{:.3}", ts),
+    match jiff::Timestamp::from_nanosecond(i128::from(unix_ns)) {
+        Ok(ts) => format!("{ts:.3}"),
         Err(_) => format!("@{unix_ns}ns"),
     }
 }

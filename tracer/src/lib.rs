@@ -1,40 +1,31 @@
-//! memstall: which cgroup stalled on memory reclaim, for how long, and why the OOM killer
-//! picked its victim.
+//! memstall: which cgroup stalled on memory, for how long, on what cause, and who killed what
+//! and why.
 //!
-//! Data flows one way: kernel programs → ring buffer → [`decode`] → [`run::Pipeline`] → [`sink`].
-
-pub mod app;
+//! Data flows one way, and each stage imports only the stages before it:
+//!
+//! ```text
+//! kernel/ ─▶ ringbuf ─▶ decode/ ─▶ cgroup/, enrich/ ─▶ aggregate/ ─▶ pipeline ─▶ sink/
+//! ```
+//!
+//! `cmd/` turns the command line ([`cli`]) into each stage's configuration. `error`, `event/`,
+//! `clock` and `term` are leaves every stage may use.
+pub mod aggregate;
 pub mod cgroup;
-pub mod cli;
+mod cli;
 pub mod clock;
+mod cmd;
 pub mod decode;
-pub mod doctor;
-pub mod faults;
-pub mod k8s;
-pub mod kernel_layout;
-pub mod kmsg;
-pub mod latency;
-pub mod live;
-pub mod loader;
-pub mod memcg;
-pub mod oom;
-pub mod oom_score;
-pub mod oom_view;
+pub mod enrich;
+pub mod error;
+pub mod event;
+pub mod kernel;
 pub mod pipeline;
-pub mod postmortem;
-pub mod preflight;
-pub mod recent_stalls;
-pub mod reclaim;
-pub mod report;
-pub mod run;
-pub mod serve;
+pub mod ringbuf;
 pub mod sink;
-pub mod soak;
-pub mod stacks;
-pub mod stats;
-pub mod target;
 pub mod term;
-pub mod tracefs;
+
+pub use cmd::main;
 
 /// The eBPF object built by build.rs (aya-build, pinned nightly, bpf-linker).
-pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
+pub static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/memstall-ebpf"));

@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    memstall::app::main()
+    memstall::main()
 }

@@ -168,7 +168,7 @@ fn reclaim_storm(bins: &Bins, cgroup: &Path, file: &Path) -> Result<f64> {
 
 fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
-    sorted.sort_by(|a, b| a.total_cmp(b));
+    sorted.sort_by(f64::total_cmp);
     sorted[sorted.len() / 2]
 }
 
@@ -302,7 +302,7 @@ pub fn bench() -> Result<()> {
         "build",
         "--release",
         "-p",
-        "tracer",
+        "memstall",
         "--bin",
         "memstall",
         "--example",
@@ -370,9 +370,7 @@ pub fn bench() -> Result<()> {
         .args(["-u", "+%Y-%m-%d %H:%M UTC"])
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())?;
-    let cpus = thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
+    let cpus = thread::available_parallelism().map_or(0, std::num::NonZero::get);
     let mem_gib = fs::read_to_string("/proc/meminfo")?
         .lines()
         .find_map(|l| {

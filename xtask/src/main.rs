@@ -1,5 +1,6 @@
 //! Developer tasks: `cargo xtask setup | build | run -- ARGS | test | vmtest`.
 mod bench;
+mod lint;
 mod setup;
 mod vmtest;
 
@@ -35,7 +36,9 @@ enum Task {
     },
     /// Overhead benchmark (tracer on vs off, against bpftrace); writes bench/results.md.
     Bench,
-    /// Set up, build, and run the unit and integration tests on the real kernel (as root).
+    /// Formatting, clippy (warnings are errors) and the stage order of tracer/src.
+    Lint,
+    /// Set up, lint, build, and run the unit and integration tests on the real kernel (as root).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -75,7 +78,7 @@ pub fn cargo() -> Command {
 
 fn build(release: bool) -> Result<PathBuf> {
     let mut command = cargo();
-    command.args(["build", "--package", "tracer", "--bin", "memstall"]);
+    command.args(["build", "--package", "memstall", "--bin", "memstall"]);
     if release {
         command.arg("--release");
     }
@@ -110,15 +113,23 @@ fn main() -> ExitCode {
             std::process::exit(status.code().unwrap_or(1));
         }),
         Task::Bench => setup::setup().and_then(|()| bench::bench()),
+        Task::Lint => setup::setup().and_then(|()| lint::lint()),
         Task::Test { args } => setup::setup().and_then(|()| {
             if !is_root() {
                 bail!("the tests load eBPF programs and create memory cgroups: run them as root");
             }
+            lint::lint()?;
             let binary = build(false)?;
-            run(cargo()
-                .args(["test", "--workspace", "--exclude", "tracer-ebpf"])
+            let mut test = cargo();
+            test.args(["test", "--workspace", "--exclude", "memstall-ebpf"])
                 .args(&args)
-                .env("MEMSTALL_BIN", binary))
+                .env("MEMSTALL_BIN", binary);
+            // One test at a time: the integration tests share one machine, its page cache and
+            // its global counters (allocstall, pgsteal), and one binary now holds them all.
+            if std::env::var_os("RUST_TEST_THREADS").is_none() {
+                test.env("RUST_TEST_THREADS", "1");
+            }
+            run(&mut test)
         }),
         Task::Vmtest { kernel } => setup::setup().and_then(|()| vmtest::vmtest(kernel.as_deref())),
     };

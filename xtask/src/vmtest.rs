@@ -13,6 +13,7 @@
 mod kernel;
 
 use std::{
+    fmt::Write as _,
     fs,
     io::{BufRead as _, BufReader, Write as _},
     os::unix::fs::PermissionsExt as _,
@@ -40,9 +41,10 @@ const APT_PACKAGES: &[&str] = &[
     "e2fsprogs",
     "binutils",
 ];
-/// Test binaries (tests/tests/NAME.rs) and their libtest arguments. The global direct-reclaim
-/// test fills the guest's whole memory with page cache: far too slow under TCG. The guest sets
-/// MEMSTALL_EXPECT_FENTRY=1: these kernels allow trampolines, so the fentry hooks must attach.
+/// Modules of the integration-test binary (tests/tests/NAME.rs) and their extra libtest
+/// arguments. The global direct-reclaim test fills the guest's whole memory with page cache:
+/// far too slow under TCG. The guest sets MEMSTALL_EXPECT_FENTRY=1: these kernels allow
+/// trampolines, so the fentry hooks must attach.
 const TESTS: &[(&str, &str)] = &[
     ("cli", ""),
     ("oom_kill", ""),
@@ -52,8 +54,10 @@ const TESTS: &[(&str, &str)] = &[
     ("faults", ""),
     ("fentry", ""),
     ("doctor", ""),
+    ("untrusted", ""),
+    ("soak", "--skip renders_in_chromium"),
 ];
-/// Test binaries left out, and why.
+/// Modules left out, and why.
 const NOT_IN_VM: &[(&str, &str)] = &[
     ("prometheus", "needs Debian's prometheus server"),
     ("live", "needs tmux"),
@@ -143,7 +147,7 @@ fn build_payload(cache: &Path) -> Result<PathBuf> {
     }
     let tests = executables("test --no-run -p memstall-tests", "test")?;
     let bins = executables(
-        "build -p tracer --bin memstall -p memstall-tests --bin memhog",
+        "build -p memstall --bin memstall -p memstall-tests --bin memhog",
         "bin",
     )?;
     let root = cache.join("payload");
@@ -159,31 +163,44 @@ fn build_payload(cache: &Path) -> Result<PathBuf> {
             .with_context(|| format!("cargo built no {bin}"))?;
         strip(exe, &root.join("memstall").join(bin))?;
     }
-    for (name, _) in &tests {
-        if !TESTS.iter().any(|(test, _)| test == name) {
-            let why = NOT_IN_VM.iter().find(|(test, _)| test == name);
+    for name in test_modules()? {
+        if !TESTS.iter().any(|(test, _)| *test == name) {
+            let why = NOT_IN_VM.iter().find(|(test, _)| *test == name);
             let why = why.map_or("not in vmtest's TESTS", |(_, why)| why);
             eprintln!("vmtest: note: tests/tests/{name}.rs not run in the VMs ({why})");
         }
     }
+    let (_, exe) = tests
+        .iter()
+        .find(|(name, _)| name == "integration")
+        .context("cargo built no integration test binary")?;
+    let file = exe
+        .file_name()
+        .context("test executable name")?
+        .to_string_lossy()
+        .into_owned();
+    strip(exe, &root.join("memstall/deps").join(&file))?;
     let mut list = String::new();
-    for (test, args) in TESTS {
-        let (_, exe) = tests
-            .iter()
-            .find(|(name, _)| name == test)
-            .with_context(|| format!("cargo built no test {test}"))?;
-        let file = exe
-            .file_name()
-            .context("test executable name")?
-            .to_string_lossy();
-        strip(exe, &root.join("memstall/deps").join(&*file))?;
-        list.push_str(&format!("{test} {file} {args}\n"));
+    for (module, args) in TESTS {
+        // The module path is the libtest filter: `cli::` runs tests/tests/cli.rs.
+        writeln!(list, "{module} {file} {module}:: {args}")?;
     }
     fs::write(root.join("memstall/tests"), list)?;
     let archive = cache.join("payload.cpio");
     kernel::cpio(&root, &archive)?;
     fs::remove_dir_all(&root)?;
     Ok(archive)
+}
+
+/// The modules tests/tests/main.rs declares.
+fn test_modules() -> Result<Vec<String>> {
+    let main = workspace_root().join("tests/tests/main.rs");
+    let text = fs::read_to_string(&main).with_context(|| format!("reading {}", main.display()))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.strip_prefix("mod ")?.strip_suffix(';'))
+        .map(str::to_owned)
+        .collect())
 }
 
 /// Runs cargo for the musl target with JSON messages; returns (target name, executable) of

@@ -115,7 +115,7 @@ fn main() -> Result<()> {
     }
     if let Some(spec) = &args.page_cache {
         let (path, mib) = split_spec(spec)?;
-        if fs::metadata(&path).map(|m| m.len() as usize).unwrap_or(0) < mib * MIB {
+        if fs::metadata(&path).map_or(0, |m| m.len() as usize) < mib * MIB {
             fill_file(&path, mib)?;
         }
         let mut buf = vec![0u8; MIB];

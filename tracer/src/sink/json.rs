@@ -1,12 +1,13 @@
+//! For machines: JSON Lines, one object per event and per summary row, then `run_end`.
 use std::io::Write;
 
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 
-use super::{RunSummary, Sink, Summary};
 use crate::{
-    decode::Event, faults::FaultRow, latency::LatencyRow, memcg::MemcgPages,
-    reclaim::KswapdActivity, stats::SummaryRow,
+    aggregate::{FaultRow, KswapdActivity, LatencyRow, MemcgPages, Scope, Summary, SummaryRow},
+    event::Event,
+    pipeline::{RunSummary, Sink},
 };
 
 /// JSON Lines: one object per event, `summary` objects per interval and at the end, then a
@@ -36,7 +37,7 @@ struct RunEnd<'a> {
 /// Fields every summary line carries: which period it covers.
 #[derive(Serialize)]
 struct Period {
-    scope: &'static str,
+    scope: Scope,
     time_ns: u64,
     period_ns: u64,
 }
@@ -157,8 +158,11 @@ impl<W: Write> Sink for JsonSink<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{oom::OomKill, stats::StallStats};
-    use tracer_common::StallKind;
+    use crate::{
+        aggregate::StallStats,
+        event::{KillSource, OomKill},
+    };
+    use memstall_common::StallKind;
 
     fn lines(sink: JsonSink<Vec<u8>>) -> Vec<serde_json::Value> {
         String::from_utf8(sink.out)
@@ -188,7 +192,7 @@ mod tests {
             total_vm_kb: 140000,
             swap_entries: Some(0),
             oom_score_adj: 500,
-            source: "tp_btf",
+            source: KillSource::TpBtf,
             ..Default::default()
         };
         let mut sink = JsonSink::new(Vec::new());
@@ -213,6 +217,7 @@ mod tests {
             ("shmem_rss_kb", 0.into()),
             ("pgtables_kb", 100.into()),
             ("oom_score_adj", 500.into()),
+            ("source", "tp_btf".into()),
         ] {
             assert_eq!(lines[0][key], want, "{key}");
         }
@@ -225,7 +230,7 @@ mod tests {
         let mut stats = StallStats::default();
         stats.record(2_000_000, 32, 64);
         let summary = Summary {
-            scope: "total",
+            scope: Scope::Total,
             time_ns: 5,
             period_ns: 1_000,
             rows: vec![stats.row("/svc", StallKind::DirectReclaim)],

@@ -1,110 +1,137 @@
-//! Where events and summaries go: people (lines, tables, histograms) and machines (JSON Lines).
-mod human;
-mod json;
+//! Where events and summaries go: people (lines, tables, histograms, the live view) and
+//! machines (JSON Lines, Prometheus, the soak report). Each sink implements the pipeline's
+//! [`Sink`].
+pub mod human;
+pub mod json;
+pub mod live;
 pub mod prometheus;
+pub mod soak;
 
-pub use human::HumanSink;
-pub use json::JsonSink;
+use std::fmt;
 
 use anyhow::Result;
-use serde::Serialize;
 
 use crate::{
-    decode::Event, faults::FaultRow, latency::LatencyRow, memcg::MemcgPages,
-    reclaim::KswapdActivity, stats::SummaryRow,
+    aggregate::{Scope, Summary},
+    event::Event,
+    pipeline::{RunSummary, Sink},
 };
 
-/// The end of a run: what was seen and what was lost.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct RunSummary {
-    pub time_ns: u64,
-    pub duration_ns: u64,
-    /// Records read from the kernel's ring buffer, before any userspace filtering.
-    pub records: u64,
-    /// Events reported (after `--cgroup` filtering and the outlier threshold).
-    pub events: u64,
-    /// Stalls recorded into histograms (after `--cgroup` filtering).
-    pub stalls: u64,
-    /// Events the kernel could not queue because the ring buffer was full.
-    pub dropped: u64,
-    /// Records that could not be decoded.
-    pub malformed: u64,
-    /// `hook: how` for every hook, e.g. `oom_kill: tp_btf oom/mark_victim`.
-    pub hooks: Vec<String>,
+/// Passes on only the final summaries (and the end), and events if `events`: for the sinks
+/// of a run whose intervals were forced by another sink (`serve`'s metrics, `soak`'s samples,
+/// the live view's refresh), not asked for; under the live view, events too are its own.
+struct FinalOnly {
+    inner: Box<dyn Sink>,
+    events: bool,
 }
 
-/// Stall statistics for an interval (`--interval`) or for the whole run.
-#[derive(Clone, Debug, Default)]
-pub struct Summary {
-    /// `"interval"` or `"total"`.
-    pub scope: &'static str,
-    pub time_ns: u64,
-    /// Length of the period the rows cover.
-    pub period_ns: u64,
-    pub rows: Vec<SummaryRow>,
-    /// kswapd wake-up requests per memory cgroup of the requesting task, in the period.
-    pub kswapd_wakeups: Vec<(String, u64)>,
-    /// kswapd across the machine in the period, whatever the filter; `None`: it slept.
-    pub kswapd: Option<KswapdActivity>,
-    /// Pages scanned and reclaimed from each cgroup's LRUs in the period.
-    pub memcg_pages: Vec<MemcgPages>,
-    /// Page faults per cgroup in the period.
-    pub faults: Vec<FaultRow>,
-    /// Charge and page-fault latency per cgroup (`--latency`).
-    pub latency: Vec<LatencyRow>,
-    /// Events the kernel could not queue since start (ring buffer full), where known.
-    pub dropped: Option<u64>,
-}
-
-pub trait Sink {
-    fn event(&mut self, event: &Event) -> Result<()>;
-    fn summary(&mut self, summary: &Summary) -> Result<()>;
-    /// Called once at the end; must flush everything.
-    fn finish(&mut self, run: &RunSummary) -> Result<()>;
-}
-
-/// Passes everything on except interval summaries: for the sinks of a run whose intervals were
-/// forced by another sink (`serve`'s metrics, `soak`'s samples), not asked for.
-pub struct WithoutIntervals(pub Box<dyn Sink>);
-
-impl Sink for WithoutIntervals {
+impl Sink for FinalOnly {
     fn event(&mut self, event: &Event) -> Result<()> {
-        self.0.event(event)
+        if self.events {
+            self.inner.event(event)?;
+        }
+        Ok(())
     }
 
     fn summary(&mut self, summary: &Summary) -> Result<()> {
-        if summary.scope == "interval" {
+        if summary.scope == Scope::Interval {
             return Ok(());
         }
-        self.0.summary(summary)
+        self.inner.summary(summary)
     }
 
     fn finish(&mut self, run: &RunSummary) -> Result<()> {
-        self.0.finish(run)
+        self.inner.finish(run)
     }
 }
 
-/// Wraps each sink in [`WithoutIntervals`].
-pub fn hide_intervals(sinks: &mut [Box<dyn Sink>]) {
-    for sink in sinks.iter_mut() {
-        let inner = std::mem::replace(sink, Box::new(NoSink));
-        *sink = Box::new(WithoutIntervals(inner));
+/// Wraps each sink so it skips interval summaries (and events, unless `events`).
+pub fn hide_intervals(sinks: &mut Vec<Box<dyn Sink>>, events: bool) {
+    *sinks = std::mem::take(sinks)
+        .into_iter()
+        .map(|inner| Box::new(FinalOnly { inner, events }) as Box<dyn Sink>)
+        .collect();
+}
+
+/// Milliseconds with the precision a reader needs.
+pub struct Ms(pub u64);
+
+impl fmt::Display for Ms {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0 as f64 / 1e6;
+        match ms {
+            ms if ms >= 100.0 => write!(f, "{ms:.0} ms"),
+            ms if ms >= 1.0 => write!(f, "{ms:.1} ms"),
+            ms => write!(f, "{ms:.3} ms"),
+        }
     }
 }
 
-/// A placeholder while a sink is being wrapped.
-struct NoSink;
+/// kB as the kernel's OOM report gives them, with MiB alongside once they get large.
+pub struct Kb(pub u64);
 
-impl Sink for NoSink {
-    fn event(&mut self, _: &Event) -> Result<()> {
-        Ok(())
+impl fmt::Display for Kb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 >= 10 * 1024 {
+            write!(f, "{} kB ({:.1} MiB)", self.0, self.0 as f64 / 1024.0)
+        } else {
+            write!(f, "{} kB", self.0)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_sizes_read_well() {
+        assert_eq!(Ms(250_000).to_string(), "0.250 ms");
+        assert_eq!(Ms(12_345_678).to_string(), "12.3 ms");
+        assert_eq!(Ms(1_250_000_000).to_string(), "1250 ms");
+        assert_eq!(Kb(900).to_string(), "900 kB");
+        assert_eq!(Kb(32_896).to_string(), "32896 kB (32.1 MiB)");
     }
 
-    fn summary(&mut self, _: &Summary) -> Result<()> {
-        Ok(())
-    }
-
-    fn finish(&mut self, _: &RunSummary) -> Result<()> {
-        Ok(())
+    #[test]
+    fn hidden_intervals_and_optionally_events() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Default)]
+        struct Seen(Vec<&'static str>);
+        struct Recorder(Arc<Mutex<Seen>>);
+        impl Sink for Recorder {
+            fn event(&mut self, _: &Event) -> Result<()> {
+                self.0.lock().unwrap().0.push("event");
+                Ok(())
+            }
+            fn summary(&mut self, summary: &Summary) -> Result<()> {
+                self.0.lock().unwrap().0.push(summary.scope.name());
+                Ok(())
+            }
+            fn finish(&mut self, _: &RunSummary) -> Result<()> {
+                self.0.lock().unwrap().0.push("finish");
+                Ok(())
+            }
+        }
+        for (events, want) in [
+            (true, vec!["event", "total", "finish"]),
+            (false, vec!["total", "finish"]),
+        ] {
+            let seen = Arc::new(Mutex::new(Seen::default()));
+            let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(Recorder(seen.clone()))];
+            hide_intervals(&mut sinks, events);
+            let stall = Event::OomKill(Box::default());
+            sinks[0].event(&stall).unwrap();
+            for scope in [Scope::Interval, Scope::Total] {
+                sinks[0]
+                    .summary(&Summary {
+                        scope,
+                        ..Default::default()
+                    })
+                    .unwrap();
+            }
+            sinks[0].finish(&RunSummary::default()).unwrap();
+            assert_eq!(seen.lock().unwrap().0, want);
+        }
     }
 }

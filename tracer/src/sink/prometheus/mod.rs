@@ -1,116 +1,32 @@
 //! Prometheus metrics (`memstall serve`): cumulative per-cgroup counters and stall histograms,
 //! fed by OOM-kill events and by interval summaries, rendered on each scrape in the
 //! OpenMetrics text format (which Prometheus negotiates and parses). The HTTP side is in
-//! serve.rs.
+//! http.rs.
 //!
 //! Stalls under `--threshold` never reach sinks one by one: they only exist in the interval
 //! summaries' rows, so every stall (outliers included) is counted from those rows, never from
 //! events, and each interval's log2 buckets fold into fixed buckets with the same bounds.
-use std::{
-    fmt,
-    sync::{Arc, Mutex, MutexGuard, atomic::AtomicU64},
-};
+use std::sync::{Arc, Mutex, MutexGuard, atomic::AtomicU64};
 
 use anyhow::Result;
 use prometheus_client::{
-    encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet, text},
-    metrics::{MetricType, TypedMetric, counter::Counter, family::Family, gauge::Gauge},
+    encoding::{EncodeLabelSet, text},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::{Registry, Unit},
 };
 
-use super::{RunSummary, Sink, Summary};
-use crate::{decode::Event, loader::HookStatus, stats::SummaryRow};
+mod histogram;
+pub mod http;
 
-/// Finite bucket upper bounds of `memstall_stall_seconds`, in µs: 2, 4, 8 … 2^26 (67 s). The
-/// summary rows' log2 bucket k holds [2^k, 2^(k+1)) µs (k = 0 also below 1 µs), so bucket k
-/// is exactly `le` = 2^(k+1) µs = high_us + 1; stalls are capped at 60 s, inside the last.
-pub const BOUNDS_US: [u64; 26] = {
-    let mut bounds = [0; 26];
-    let mut i = 0;
-    while i < bounds.len() {
-        bounds[i] = 2 << i;
-        i += 1;
-    }
-    bounds
+use histogram::lock;
+pub use histogram::{BOUNDS_US, StallHistogram, bucket_index};
+
+use crate::{
+    aggregate::{Scope, Summary},
+    event::Event,
+    kernel::attach::HookStatus,
+    pipeline::{RunSummary, Sink},
 };
-
-/// Index of the bucket a summary-row bucket with this `high_us` folds into: the first bound
-/// at or above `high_us + 1` (exact for log2 rows), or the `+Inf` slot.
-pub fn bucket_index(high_us: u64) -> usize {
-    let le_us = high_us.saturating_add(1);
-    BOUNDS_US
-        .iter()
-        .position(|&bound| bound >= le_us)
-        .unwrap_or(BOUNDS_US.len())
-}
-
-#[derive(Debug, Default)]
-struct Cumulative {
-    /// Per-bucket (not cumulative) counts; the last slot is `+Inf`.
-    buckets: [u64; BOUNDS_US.len() + 1],
-    count: u64,
-    sum_ns: u128,
-}
-
-/// A histogram fed with already-bucketed counts and the exact sum (prometheus-client's own
-/// histogram only takes single observations).
-#[derive(Debug, Default)]
-pub struct StallHistogram {
-    state: Mutex<Cumulative>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-impl StallHistogram {
-    /// Adds one interval's row: its buckets, count and total stall time.
-    pub fn add(&self, row: &SummaryRow) {
-        let mut state = lock(&self.state);
-        let mut bucketed = 0u64;
-        for bucket in &row.buckets {
-            let slot = &mut state.buckets[bucket_index(bucket.high_us)];
-            *slot = slot.saturating_add(bucket.count);
-            bucketed = bucketed.saturating_add(bucket.count);
-        }
-        // Count and +Inf always agree, whatever a row holds.
-        let unbucketed = row.count.saturating_sub(bucketed);
-        let inf = &mut state.buckets[BOUNDS_US.len()];
-        *inf = inf.saturating_add(unbucketed);
-        state.count = state
-            .count
-            .saturating_add(bucketed.saturating_add(unbucketed));
-        state.sum_ns = state.sum_ns.saturating_add(u128::from(row.total_ns));
-    }
-}
-
-impl TypedMetric for StallHistogram {
-    const TYPE: MetricType = MetricType::Histogram;
-}
-
-impl EncodeMetric for StallHistogram {
-    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), fmt::Error> {
-        let state = lock(&self.state);
-        let buckets: Vec<(f64, u64)> = BOUNDS_US
-            .iter()
-            .map(|&us| us as f64 / 1e6)
-            .chain([f64::INFINITY])
-            .zip(state.buckets.iter().copied())
-            .collect();
-        encoder.encode_histogram::<NoLabelSet>(
-            state.sum_ns as f64 / 1e9,
-            state.count,
-            &buckets,
-            None,
-        )
-    }
-
-    fn metric_type(&self) -> MetricType {
-        Self::TYPE
-    }
-}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StallLabels {
@@ -257,7 +173,7 @@ impl Metrics {
     /// Folds an interval summary in. Only `interval` summaries: `removed` rows repeat stalls
     /// an interval will carry, and `total` rows come once at the end, all already folded.
     pub fn summary(&mut self, summary: &Summary) {
-        if summary.scope != "interval" {
+        if summary.scope != Scope::Interval {
             return;
         }
         for row in &summary.rows {
@@ -345,7 +261,7 @@ impl Metrics {
         for hook in hooks {
             self.hook_up
                 .get_or_create(&HookLabels {
-                    hook: hook.hook.to_owned(),
+                    hook: hook.hook.name().to_owned(),
                 })
                 .set(i64::from(hook.attached.is_ok()));
         }

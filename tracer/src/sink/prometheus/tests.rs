@@ -1,9 +1,10 @@
 //! Tests of prometheus/mod.rs.
 use super::*;
 use crate::{
-    faults::FaultRow, memcg::MemcgPages, oom::OomKill, postmortem::Explanation, stats::StallStats,
+    aggregate::{FaultRow, MemcgPages, StallStats, SummaryRow},
+    event::{Explanation, KillSource, OomKill},
 };
-use tracer_common::StallKind;
+use memstall_common::StallKind;
 
 #[test]
 fn log2_buckets_map_to_exact_bounds() {
@@ -40,7 +41,7 @@ fn row(latencies_ns: &[u64]) -> SummaryRow {
 
 fn interval(rows: Vec<SummaryRow>) -> Summary {
     Summary {
-        scope: "interval",
+        scope: Scope::Interval,
         rows,
         ..Default::default()
     }
@@ -57,7 +58,7 @@ fn intervals_fold_into_cumulative_histograms() {
     metrics.summary(&interval(vec![row(&[1_500, 3_000, 3_500])]));
     metrics.summary(&interval(vec![row(&[10_000_000, 100])]));
     // Totals and removed-cgroup rows repeat what intervals carry: ignored.
-    for scope in ["total", "removed"] {
+    for scope in [Scope::Total, Scope::Removed] {
         metrics.summary(&Summary {
             scope,
             ..interval(vec![row(&[5_000; 4])])
@@ -122,7 +123,7 @@ fn counters_oom_kills_drops_and_hooks_render() {
         }],
         memcg_pages: vec![MemcgPages::new("/svc".into(), [10, 5, 4, 3, 0, 0])],
         kswapd_wakeups: vec![("/svc".into(), 2)],
-        kswapd: Some(crate::reclaim::KswapdActivity {
+        kswapd: Some(crate::aggregate::KswapdActivity {
             runs: 3,
             awake_ns: 250_000_000,
             ..Default::default()
@@ -146,7 +147,7 @@ fn counters_oom_kills_drops_and_hooks_render() {
         victim_comm: "hog".into(),
         victim_cgroup: Some("/svc/a".into()),
         victim_uid: Some(0),
-        source: "tp_btf",
+        source: KillSource::TpBtf,
         explanation: Explanation {
             constraint: Some("memcg".into()),
             oom_cgroup: Some("/svc".into()),
@@ -158,12 +159,12 @@ fn counters_oom_kills_drops_and_hooks_render() {
     metrics.event(&Event::OomKill(Box::new(kill)));
     metrics.hooks(&[
         HookStatus {
-            hook: "oom_kill",
+            hook: crate::kernel::attach::Hook::OomKill,
             attached: Ok("tp_btf oom/mark_victim".into()),
             notes: Vec::new(),
         },
         HookStatus {
-            hook: "node_reclaim",
+            hook: crate::kernel::attach::Hook::NodeReclaim,
             attached: Err("no such tracepoint".into()),
             notes: Vec::new(),
         },

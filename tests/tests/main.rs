@@ -1,0 +1,15 @@
+//! memstall's integration tests, one binary: real workloads in real memory cgroups, on the
+//! running kernel, as root. Each module is one feature; `cargo xtask vmtest` runs the modules
+//! its kernels can run by name (`cli::`, `oom_kill::`, ...).
+mod cli;
+mod doctor;
+mod faults;
+mod fentry;
+mod live;
+mod oom_kill;
+mod oom_postmortem;
+mod prometheus;
+mod reclaim;
+mod soak;
+mod targeting;
+mod untrusted;

@@ -1,0 +1,134 @@
+//! Reclaim stalls (vmscan begin/end pairs, kswapd runs, throttling).
+use crate::{EventHeader, TaskInfo};
+
+/// What a task (or kswapd) was doing while it stalled; [`StallEvent::stall_kind`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StallKind {
+    /// Global direct reclaim: the allocating task reclaims because free memory is under the
+    /// min watermark (vmscan direct_reclaim_begin/end).
+    DirectReclaim = 1,
+    /// Charge over memory.max / memory.limit_in_bytes or memory.high: the task reclaims its
+    /// own cgroup (vmscan memcg_reclaim_begin/end).
+    MemcgReclaim = 2,
+    /// cgroup v1 soft-limit reclaim, inside global reclaim.
+    SoftlimitReclaim = 3,
+    /// Node-local reclaim (vm.zone_reclaim_mode).
+    NodeReclaim = 4,
+    /// kswapd awake on a node, from wake to sleep (asynchronous: nobody blocks on it).
+    KswapdWake = 5,
+    /// A reclaimer put to sleep by reclaim throttling (vmscan mm_vmscan_throttled).
+    Throttled = 6,
+}
+
+impl StallKind {
+    pub const ALL: [StallKind; 6] = [
+        Self::DirectReclaim,
+        Self::MemcgReclaim,
+        Self::SoftlimitReclaim,
+        Self::NodeReclaim,
+        Self::KswapdWake,
+        Self::Throttled,
+    ];
+
+    pub const fn from_u32(value: u32) -> Option<Self> {
+        match value {
+            1 => Some(Self::DirectReclaim),
+            2 => Some(Self::MemcgReclaim),
+            3 => Some(Self::SoftlimitReclaim),
+            4 => Some(Self::NodeReclaim),
+            5 => Some(Self::KswapdWake),
+            6 => Some(Self::Throttled),
+            _ => None,
+        }
+    }
+
+    /// The JSON `type`/`kind` name: a contract with scripts.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::DirectReclaim => "direct_reclaim",
+            Self::MemcgReclaim => "memcg_reclaim",
+            Self::SoftlimitReclaim => "softlimit_reclaim",
+            Self::NodeReclaim => "node_reclaim",
+            Self::KswapdWake => "kswapd_wake",
+            Self::Throttled => "throttled",
+        }
+    }
+}
+
+/// One finished stall. Every stall is sent (they are slow, so rare next to faults); userspace
+/// builds the histograms and picks the outliers.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct StallEvent {
+    pub header: EventHeader,
+    /// The stalled task (kswapd itself for KswapdWake).
+    pub task: TaskInfo,
+    pub stall_kind: u32,
+    /// Allocation order asked for (kswapd: the order it was woken for); -1 when unknown.
+    pub order: i32,
+    pub latency_ns: u64,
+    pub gfp_flags: u64,
+    /// Pages the reclaim call reported as reclaimed (its end tracepoint).
+    pub nr_reclaimed: u64,
+    /// Pages scanned and reclaimed by the inactive-LRU passes inside this stall.
+    pub pass_scanned: u64,
+    pub pass_reclaimed: u64,
+    pub passes: u32,
+    /// NUMA node (node reclaim, kswapd, throttling), else -1.
+    pub nid: i32,
+    /// Throttling reason (VMSCAN_THROTTLE_*), else 0.
+    pub reason: u32,
+    /// Stack ids in the STACKS map, or negative when not captured (below the threshold).
+    pub kernel_stack_id: i32,
+    pub user_stack_id: i32,
+    pub _reserved: u32,
+}
+
+/// A reclaim stall in progress (eBPF side), or a node's kswapd run (read by userspace too).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct InFlight {
+    pub start_ns: u64,
+    pub gfp_flags: u64,
+    pub order: i32,
+    pub nid: i32,
+    pub scanned: u64,
+    pub reclaimed: u64,
+    pub passes: u32,
+    /// kswapd runs: whether the run goes to the ring buffer (kswapd's cgroup is watched).
+    pub report: u32,
+}
+
+impl InFlight {
+    /// A stall starting at `start_ns`, no LRU passes yet.
+    pub fn new(start_ns: u64, gfp_flags: u64, order: i32, nid: i32) -> Self {
+        Self {
+            start_ns,
+            gfp_flags,
+            order,
+            nid,
+            scanned: 0,
+            reclaimed: 0,
+            passes: 0,
+            report: 1,
+        }
+    }
+}
+
+/// kswapd across the machine since load, whatever the cgroup filter: the context of a
+/// watched cgroup's stalls (kswapd itself runs in the root cgroup).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct KswapdTotals {
+    /// Wake-to-sleep runs that ended.
+    pub runs: u64,
+    /// Runs that began.
+    pub wakes: u64,
+    pub awake_ns: u64,
+    pub pages_scanned: u64,
+    pub pages_reclaimed: u64,
+}

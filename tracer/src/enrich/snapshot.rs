@@ -1,0 +1,110 @@
+//! What /proc and cgroupfs say after the fact, for a kill whose kernel report was not read:
+//! the task table as close to the kernel's as /proc allows, and the machine's memory.
+use std::{fs, path::Path};
+
+use super::kmsg::OomTask;
+use crate::event::Breakdown;
+
+pub fn meminfo_kb(key: &str) -> u64 {
+    let text = fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The whole machine's memory, for global OOMs (values from /proc/meminfo, kB).
+pub fn global_breakdown() -> Breakdown {
+    let get = meminfo_kb;
+    Breakdown::from([
+        ("anon".into(), get("AnonPages")),
+        ("file".into(), get("Cached")),
+        ("shmem".into(), get("Shmem")),
+        ("file_mapped".into(), get("Mapped")),
+        ("file_dirty".into(), get("Dirty")),
+        ("file_writeback".into(), get("Writeback")),
+        ("active_file".into(), get("Active(file)")),
+        ("inactive_file".into(), get("Inactive(file)")),
+        (
+            "kernel".into(),
+            get("Slab") + get("KernelStack") + get("PageTables"),
+        ),
+        ("slab".into(), get("Slab")),
+        ("slab_reclaimable".into(), get("SReclaimable")),
+        (
+            "swap".into(),
+            get("SwapTotal").saturating_sub(get("SwapFree")),
+        ),
+    ])
+}
+
+pub fn cgroup_pids(dir: &Path) -> Vec<u32> {
+    let mut pids: Vec<u32> = fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    for child in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if child.file_type().is_ok_and(|t| t.is_dir()) {
+            pids.extend(cgroup_pids(&child.path()));
+        }
+    }
+    pids
+}
+
+/// A task-table row from /proc, as close to the kernel's as /proc allows.
+pub fn snapshot_tasks(pids: impl Iterator<Item = u32>, page_size: u64) -> Vec<OomTask> {
+    let page_kb = (page_size / 1024).max(1);
+    pids.filter_map(|pid| {
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let kb = |key: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+                .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0)
+        };
+        let adj = fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(0);
+        let name = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Name:"))
+            .unwrap_or("")
+            .trim()
+            .to_owned();
+        // Kernel threads have no mm and are never OOM candidates.
+        if kb("VmSize") == 0 {
+            return None;
+        }
+        Some(OomTask {
+            pid,
+            tgid: pid,
+            uid: 0,
+            total_vm_pages: kb("VmSize") / page_kb,
+            rss_pages: kb("VmRSS") / page_kb,
+            rss_anon_pages: Some(kb("RssAnon") / page_kb),
+            rss_file_pages: Some(kb("RssFile") / page_kb),
+            rss_shmem_pages: Some(kb("RssShmem") / page_kb),
+            pgtables_bytes: kb("VmPTE") * 1024,
+            swapents: kb("VmSwap") / page_kb,
+            oom_score_adj: adj,
+            name,
+        })
+    })
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_reads_this_process() {
+        let tasks = snapshot_tasks(std::iter::once(std::process::id()), 4096);
+        assert_eq!(tasks.len(), 1);
+        assert!(tasks[0].rss_pages > 0);
+        assert!(snapshot_tasks(std::iter::once(u32::MAX), 4096).is_empty());
+    }
+}

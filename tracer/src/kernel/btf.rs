@@ -1,0 +1,292 @@
+//! Structure offsets of the running kernel, read from its BTF.
+//!
+//! aya-ebpf cannot emit CO-RE relocations, so the programs read kernel memory at offsets we
+//! resolve here and hand them as the `KERNEL_LAYOUT` global.
+use std::path::Path;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use btf_rs::{Btf, Struct, Type};
+use fallible_iterator::FallibleIterator as _;
+use memstall_common::KernelLayout;
+
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+pub struct KernelBtf {
+    btf: Btf,
+}
+
+impl KernelBtf {
+    pub fn open(path: &Path) -> Result<Self> {
+        let btf =
+            Btf::from_file(path).with_context(|| format!("parsing BTF {}", path.display()))?;
+        Ok(Self { btf })
+    }
+
+    fn named_struct(&self, name: &str) -> Result<Struct> {
+        self.btf
+            .resolve_types_by_name(name)
+            .with_context(|| format!("looking up struct {name}"))?
+            .into_iter()
+            .find_map(|ty| match ty {
+                Type::Struct(st) => Some(st),
+                _ => None,
+            })
+            .ok_or_else(|| anyhow!("struct {name} not in kernel BTF"))
+    }
+
+    /// Skips typedefs and qualifiers down to the type that has a shape.
+    fn strip(&self, mut ty: Type) -> Result<Type> {
+        loop {
+            ty = match &ty {
+                Type::Typedef(_)
+                | Type::Volatile(_)
+                | Type::Const(_)
+                | Type::Restrict(_)
+                | Type::TypeTag(_) => {
+                    let inner = ty
+                        .as_btf_type()
+                        .ok_or_else(|| anyhow!("qualifier without type"))?;
+                    self.btf.resolve_chained_type(inner)?
+                }
+                _ => return Ok(ty),
+            }
+        }
+    }
+
+    /// Byte offset and type of `field` in `st`, looking through anonymous structs and unions
+    /// (mm_struct keeps its fields in one).
+    fn member(&self, st: &Struct, field: &str) -> Result<Option<(u32, Type)>> {
+        for member in &st.members {
+            let name = self.btf.resolve_name(member).unwrap_or_default();
+            let bit_offset = member.bit_offset();
+            if name == field {
+                if bit_offset % 8 != 0 {
+                    bail!("field {field} is a bitfield");
+                }
+                let ty = self.strip(self.btf.resolve_chained_type(member)?)?;
+                return Ok(Some((bit_offset / 8, ty)));
+            }
+            if name.is_empty() {
+                let inner = self.strip(self.btf.resolve_chained_type(member)?)?;
+                if let Type::Struct(inner) | Type::Union(inner) = inner
+                    && let Some((offset, ty)) = self.member(&inner, field)?
+                {
+                    return Ok(Some((bit_offset / 8 + offset, ty)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn offset(&self, struct_name: &str, field: &str) -> Result<(u32, Type)> {
+        let st = self.named_struct(struct_name)?;
+        self.member(&st, field)?
+            .ok_or_else(|| anyhow!("{struct_name}.{field} not in kernel BTF"))
+    }
+
+    fn offset_of(&self, struct_name: &str, field: &str) -> Result<u32> {
+        self.offset(struct_name, field).map(|(offset, _)| offset)
+    }
+
+    fn size_of(&self, ty: &Type) -> Result<u32> {
+        Ok(match ty {
+            Type::Struct(st) | Type::Union(st) => st.size() as u32,
+            Type::Int(int) => int.size() as u32,
+            Type::Ptr(_) => 8,
+            Type::Enum(e) => e.size() as u32,
+            Type::Array(array) => {
+                let inner = self.strip(self.btf.resolve_chained_type(array)?)?;
+                self.size_of(&inner)? * array.len() as u32
+            }
+            other => bail!("no size for BTF type {}", other.name()),
+        })
+    }
+
+    /// Value of an enumerator, searching every enum (the MM_* counters live in an anonymous one).
+    fn enumerator(&self, name: &str) -> Result<u32> {
+        let mut types = self.btf.type_iter();
+        while let Some(ty) = types.next()? {
+            if let Type::Enum(e) = ty {
+                for member in &e.members {
+                    if self.btf.resolve_name(member).is_ok_and(|n| n == name) {
+                        return Ok(member.val());
+                    }
+                }
+            }
+        }
+        bail!("enumerator {name} not in kernel BTF")
+    }
+
+    /// Offsets of the four MM_* counters inside mm_struct. Since 6.2 `rss_stat` is an array of
+    /// percpu_counter (we read its approximate `count`, as the kernel's OOM report does); before,
+    /// a struct mm_rss_stat holding an array of atomic_long_t.
+    fn rss_counters(&self) -> Result<[u32; 4]> {
+        let (base, ty) = self.offset("mm_struct", "rss_stat")?;
+        let (base, stride, count_offset) = match ty {
+            Type::Array(array) => {
+                let element = self.strip(self.btf.resolve_chained_type(&array)?)?;
+                let Type::Struct(counter) = &element else {
+                    bail!("mm_struct.rss_stat has an unexpected element type");
+                };
+                let (count, _) = self
+                    .member(counter, "count")?
+                    .ok_or_else(|| anyhow!("percpu_counter.count not in kernel BTF"))?;
+                (base, self.size_of(&element)?, count)
+            }
+            Type::Struct(stat) => {
+                let (count, _) = self
+                    .member(&stat, "count")?
+                    .ok_or_else(|| anyhow!("mm_rss_stat.count not in kernel BTF"))?;
+                (base + count, 8, 0)
+            }
+            other => bail!("mm_struct.rss_stat has unexpected type {}", other.name()),
+        };
+        let at = |name: &str| -> Result<u32> {
+            Ok(base + self.enumerator(name)? * stride + count_offset)
+        };
+        Ok([
+            at("MM_FILEPAGES")?,
+            at("MM_ANONPAGES")?,
+            at("MM_SWAPENTS")?,
+            at("MM_SHMEMPAGES")?,
+        ])
+    }
+
+    pub fn layout(&self, page_size: u64) -> Result<KernelLayout> {
+        let memory_cgrp_id = self.enumerator("memory_cgrp_id")?;
+        let [
+            mm_file_pages,
+            mm_anon_pages,
+            mm_swap_entries,
+            mm_shmem_pages,
+        ] = self.rss_counters()?;
+        let page_kb_shift = (page_size / 1024).trailing_zeros();
+        Ok(KernelLayout {
+            valid: 1,
+            task_pid: self.offset_of("task_struct", "pid")?,
+            task_tgid: self.offset_of("task_struct", "tgid")?,
+            task_comm: self.offset_of("task_struct", "comm")?,
+            task_mm: self.offset_of("task_struct", "mm")?,
+            task_signal: self.offset_of("task_struct", "signal")?,
+            task_real_cred: self.offset_of("task_struct", "real_cred")?,
+            task_cgroups: self.offset_of("task_struct", "cgroups")?,
+            css_set_memory_subsys: self.offset_of("css_set", "subsys")? + 8 * memory_cgrp_id,
+            css_cgroup: self.offset_of("cgroup_subsys_state", "cgroup")?,
+            cgroup_kn: self.offset_of("cgroup", "kn")?,
+            kernfs_node_id: self.offset_of("kernfs_node", "id")?,
+            signal_oom_score_adj: self.offset_of("signal_struct", "oom_score_adj")?,
+            cred_uid: self.offset_of("cred", "uid")?,
+            mm_total_vm: self.offset_of("mm_struct", "total_vm")?,
+            mm_pgtables_bytes: self.offset_of("mm_struct", "pgtables_bytes")?,
+            mm_file_pages,
+            mm_anon_pages,
+            mm_swap_entries,
+            mm_shmem_pages,
+            page_kb_shift,
+            memcg_css: self.offset_of("mem_cgroup", "css")?,
+            css_parent: self.offset_of("cgroup_subsys_state", "parent")?,
+            _reserved: 0,
+        })
+    }
+
+    /// Item numbers of `enum vm_event_item` for the memcg counters; u32::MAX where missing.
+    pub fn memcg_items(&self) -> memstall_common::MemcgItems {
+        use memstall_common::MemcgSlot;
+        let mut items = [u32::MAX; memstall_common::MEMCG_SLOTS];
+        for slot in MemcgSlot::ALL {
+            if let Ok(value) = self.enumerator(slot.kernel_item()) {
+                items[slot as usize] = value;
+            }
+        }
+        memstall_common::MemcgItems { items }
+    }
+
+    /// struct oom_control offsets for the fentry hook; `valid` 0 when BTF lacks them.
+    pub fn oom_control_layout(&self) -> memstall_common::OomControlLayout {
+        let resolve = || -> Result<memstall_common::OomControlLayout> {
+            Ok(memstall_common::OomControlLayout {
+                valid: 1,
+                memcg: self.offset_of("oom_control", "memcg")?,
+                totalpages: self.offset_of("oom_control", "totalpages")?,
+                chosen: self.offset_of("oom_control", "chosen")?,
+                chosen_points: self.offset_of("oom_control", "chosen_points")?,
+                constraint: self.offset_of("oom_control", "constraint")?,
+            })
+        };
+        resolve().unwrap_or_default()
+    }
+
+    /// Whether the tp_btf hook `name` passes `struct task_struct *` as its first argument
+    /// (oom/mark_victim did not before 6.8).
+    pub fn tracepoint_first_arg_is_task(&self, name: &str) -> Result<bool> {
+        let typedef = format!("btf_trace_{name}");
+        let ty = self
+            .btf
+            .resolve_types_by_name(&typedef)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow!("{typedef} not in kernel BTF"))?;
+        let Type::Ptr(ptr) = self.strip(ty)? else {
+            return Ok(false);
+        };
+        let Type::FuncProto(proto) = self.strip(self.btf.resolve_chained_type(&ptr)?)? else {
+            return Ok(false);
+        };
+        // Parameter 0 is the tracepoint's private `void *__data`.
+        let Some(first) = proto.parameters.get(1) else {
+            return Ok(false);
+        };
+        let Type::Ptr(arg) = self.strip(self.btf.resolve_chained_type(first)?)? else {
+            return Ok(false);
+        };
+        Ok(match self.strip(self.btf.resolve_chained_type(&arg)?)? {
+            Type::Struct(st) => self.btf.resolve_name(&st).is_ok_and(|n| n == "task_struct"),
+            _ => false,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads this machine's BTF: every kernel memstall supports has it, and the layout must be
+    /// complete on it.
+    #[test]
+    fn resolves_layout_from_running_kernel() {
+        if !Path::new(VMLINUX_BTF).exists() {
+            eprintln!("skipped: no {VMLINUX_BTF}");
+            return;
+        }
+        let btf = KernelBtf::open(Path::new(VMLINUX_BTF)).unwrap();
+        let layout = btf.layout(4096).unwrap();
+        assert_eq!(layout.valid, 1);
+        assert_eq!(layout.page_kb_shift, 2);
+        assert_eq!(
+            layout.task_tgid,
+            layout.task_pid + 4,
+            "pid and tgid are adjacent"
+        );
+        assert!(layout.task_comm > layout.task_tgid);
+        let counters = [
+            layout.mm_file_pages,
+            layout.mm_anon_pages,
+            layout.mm_swap_entries,
+            layout.mm_shmem_pages,
+        ];
+        let mut sorted = counters;
+        sorted.sort_unstable();
+        assert_eq!(sorted, counters, "MM_* counters are laid out in enum order");
+        assert!(btf.tracepoint_first_arg_is_task("mark_victim").is_ok());
+        assert_eq!(btf.oom_control_layout().valid, 1);
+        let items = btf.memcg_items().items;
+        assert!(items.iter().all(|&i| i != u32::MAX), "{items:?}");
+        let mut distinct = items.to_vec();
+        distinct.dedup();
+        assert_eq!(distinct.len(), items.len(), "{items:?}");
+        assert!(
+            btf.tracepoint_first_arg_is_task("sched_switch")
+                .is_ok_and(|task| !task)
+        );
+    }
+}

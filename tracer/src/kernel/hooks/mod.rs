@@ -1,0 +1,5 @@
+//! The attaching half of each hook family, one file per family like the kernel side's.
+pub mod latency;
+pub mod memcg;
+pub mod oom;
+pub mod reclaim;

@@ -1,0 +1,132 @@
+//! Typed reads of the maps the programs keep aggregates in, summed over CPUs.
+use std::collections::HashMap;
+
+use anyhow::{Result, anyhow};
+use aya::{
+    Ebpf,
+    maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray, PerCpuHashMap, StackTraceMap},
+};
+use memstall_common::{
+    InFlight, KswapdTotals, LatencyKey, LatencyValue, MEMCG_SLOTS, MemcgCounterKey, names::map,
+};
+
+use crate::clock::BootClock;
+
+/// Per-memcg counter totals, indexed by [`memstall_common::MemcgSlot`].
+pub type MemcgCounters = HashMap<u64, [u64; MEMCG_SLOTS]>;
+
+/// Charge/fault latency totals since load per (memcg id, kind, bucket).
+pub type LatencyCounters = HashMap<LatencyKey, LatencyValue>;
+
+fn named<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a Map> {
+    ebpf.map(name).ok_or_else(|| anyhow!("map {name} missing"))
+}
+
+/// kswapd wake-up requests per memcg id of the requester.
+pub fn kswapd_wakeups(ebpf: &Ebpf) -> Result<Vec<(u64, u64)>> {
+    let wakeups = PerCpuHashMap::<_, u64, u64>::try_from(named(ebpf, map::KSWAPD_WAKEUPS)?)?;
+    let mut counts = Vec::new();
+    for entry in &wakeups {
+        let (memcg, per_cpu) = entry?;
+        counts.push((memcg, per_cpu.iter().sum()));
+    }
+    Ok(counts)
+}
+
+/// kswapd since load, with the runs still in progress counted up to now: a node that stays
+/// awake across summaries shows in each of them.
+pub fn kswapd_totals(ebpf: &Ebpf) -> Result<KswapdTotals> {
+    let per_cpu =
+        PerCpuArray::<_, KswapdTotals>::try_from(named(ebpf, map::KSWAPD_TOTALS)?)?.get(&0, 0)?;
+    let mut totals = KswapdTotals::default();
+    for cpu in per_cpu.iter() {
+        totals.runs += cpu.runs;
+        totals.wakes += cpu.wakes;
+        totals.awake_ns += cpu.awake_ns;
+        totals.pages_scanned += cpu.pages_scanned;
+        totals.pages_reclaimed += cpu.pages_reclaimed;
+    }
+    let awake: Vec<InFlight> = BpfHashMap::<_, u32, InFlight>::try_from(named(ebpf, map::KSWAPD)?)?
+        .iter()
+        .filter_map(|entry| entry.ok().map(|(_, run)| run))
+        .collect();
+    // Read after the runs, so none of them starts after `now`.
+    let now = BootClock::now_boot_ns();
+    for run in awake {
+        totals.awake_ns += now.saturating_sub(run.start_ns);
+        totals.pages_scanned += run.scanned;
+        totals.pages_reclaimed += run.reclaimed;
+    }
+    Ok(totals)
+}
+
+/// Events the kernel dropped because the ring buffer was full, summed over CPUs and kinds.
+pub fn dropped(ebpf: &Ebpf) -> Result<u64> {
+    let drops = PerCpuArray::<_, u64>::try_from(named(ebpf, map::DROPS)?)?;
+    let mut total = 0;
+    for slot in drops.iter() {
+        total += slot?.iter().sum::<u64>();
+    }
+    Ok(total)
+}
+
+pub fn memcg_counters(ebpf: &Ebpf) -> Result<MemcgCounters> {
+    let counters =
+        PerCpuHashMap::<_, MemcgCounterKey, u64>::try_from(named(ebpf, map::MEMCG_COUNTERS)?)?;
+    let mut totals = MemcgCounters::new();
+    for entry in &counters {
+        let (key, per_cpu) = entry?;
+        if let Some(slot) = totals
+            .entry(key.memcg_id)
+            .or_default()
+            .get_mut(key.slot as usize)
+        {
+            *slot += per_cpu.iter().sum::<u64>();
+        }
+    }
+    Ok(totals)
+}
+
+pub fn latency_counters(ebpf: &Ebpf) -> Result<LatencyCounters> {
+    let latency =
+        PerCpuHashMap::<_, LatencyKey, LatencyValue>::try_from(named(ebpf, map::LATENCY)?)?;
+    let mut totals = LatencyCounters::new();
+    for entry in &latency {
+        let (key, per_cpu) = entry?;
+        let total = totals.entry(key).or_default();
+        for value in per_cpu.iter() {
+            total.count += value.count;
+            total.sum_ns += value.sum_ns;
+            total.failed += value.failed;
+        }
+    }
+    Ok(totals)
+}
+
+/// Takes a map out of the object, for the one owner that reads it from then on.
+fn take(ebpf: &mut Ebpf, name: &str) -> Result<Map> {
+    ebpf.take_map(name)
+        .ok_or_else(|| anyhow!("map {name} missing"))
+}
+
+/// The STACKS map, for the decoder.
+pub fn take_stacks(ebpf: &mut Ebpf) -> Result<StackTraceMap<MapData>> {
+    Ok(StackTraceMap::try_from(take(ebpf, map::STACKS)?)?)
+}
+
+/// The EVENTS ring buffer, for the event loop.
+pub fn take_events(ebpf: &mut Ebpf) -> Result<aya::maps::RingBuf<MapData>> {
+    Ok(aya::maps::RingBuf::try_from(take(ebpf, map::EVENTS)?)?)
+}
+
+/// Fills the in-kernel cgroup filter.
+pub fn watch(ebpf: &mut Ebpf, ids: &[u64]) -> Result<()> {
+    let slot = ebpf
+        .map_mut(map::WATCHED)
+        .ok_or_else(|| anyhow!("map {} missing", map::WATCHED))?;
+    let mut watched = BpfHashMap::<_, u64, u8>::try_from(slot)?;
+    for id in ids {
+        watched.insert(id, 1, 0)?;
+    }
+    Ok(())
+}

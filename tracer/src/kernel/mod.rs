@@ -1,0 +1,263 @@
+//! The kernel side as userspace holds it: what this kernel's BTF says, loading the object
+//! with that layout, attaching every hook with its fallbacks, and reading the maps.
+pub mod attach;
+pub mod btf;
+pub mod hooks;
+pub mod maps;
+pub mod preflight;
+pub mod tracefs;
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result};
+use aya::{Btf, Ebpf, EbpfLoader, Endianness};
+use memstall_common::{
+    FilterConfig, KernelLayout, KswapdTotals, MemcgItems, MemcgSlot, OomControlLayout,
+    names::global,
+};
+
+use self::{
+    attach::{Hook, HookStatus},
+    btf::KernelBtf,
+    maps::{LatencyCounters, MemcgCounters},
+};
+
+/// What programs need to know about the running kernel.
+pub struct KernelInfo {
+    pub aya_btf: Btf,
+    pub layout: Result<KernelLayout, String>,
+    /// enum vm_event_item numbers of every memcg counter, fault slots included.
+    memcg_items: MemcgItems,
+    pub oom_control_layout: OomControlLayout,
+    /// Whether tp_btf oom/mark_victim passes the victim's task_struct.
+    pub mark_victim_passes_task: Result<bool, String>,
+    /// The user asked for classic tracepoints only (`--force-tracepoints`).
+    pub force_tracepoints: bool,
+}
+
+impl KernelInfo {
+    pub fn read(btf_path: &Path, force_tracepoints: bool) -> Result<Self> {
+        // One parse of vmlinux BTF at a time: btf-rs answers the layout questions and is gone
+        // before aya parses its own copy (each holds tens of MiB).
+        let (layout, memcg_items, oom_control_layout, mark_victim_passes_task) = {
+            let btf = KernelBtf::open(btf_path)?;
+            // SAFETY: sysconf has no memory-safety preconditions.
+            let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
+            (
+                btf.layout(page_size).map_err(|e| format!("{e:#}")),
+                btf.memcg_items(),
+                btf.oom_control_layout(),
+                btf.tracepoint_first_arg_is_task("mark_victim")
+                    .map_err(|e| format!("{e:#}")),
+            )
+        };
+        let aya_btf = Btf::parse_file(btf_path, Endianness::default())
+            .with_context(|| format!("parsing BTF {}", btf_path.display()))?;
+        Ok(Self {
+            aya_btf,
+            layout,
+            memcg_items,
+            oom_control_layout,
+            mark_victim_passes_task,
+            force_tracepoints,
+        })
+    }
+
+    /// The memcg counter items to count; the fault slots only if `count_faults` (counting
+    /// faults costs every fault).
+    pub fn memcg_items(&self, count_faults: bool) -> MemcgItems {
+        let mut items = self.memcg_items;
+        if !count_faults {
+            for slot in [MemcgSlot::Pgfault, MemcgSlot::Pgmajfault] {
+                items.items[slot as usize] = u32::MAX;
+            }
+        }
+        items
+    }
+}
+
+/// What the programs are told at load time.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadOptions<'a> {
+    /// Stalls at least this long carry stacks.
+    pub stack_threshold_ns: u64,
+    /// memcg ids of the in-kernel filter (empty: everything) ...
+    pub watched: &'a [u64],
+    /// ... with or without their descendants.
+    pub descendants: bool,
+    /// Attach memcg/count_memcg_events (runs on every page fault, ~100 ns each) ...
+    pub memcg_events: bool,
+    /// ... and count page faults per memcg there too.
+    pub count_faults: bool,
+    /// Time memcg charges and page faults with fentry/fexit (where the kernel allows it; runs
+    /// on every fault).
+    pub latency: bool,
+}
+
+/// In-kernel aggregates, as totals since load.
+#[derive(Clone, Debug, Default)]
+pub struct KernelCounters {
+    /// kswapd wake-up requests per memcg id of the requester.
+    pub kswapd_wakeups: Vec<(u64, u64)>,
+    /// kswapd runs across the machine, whatever the filter.
+    pub kswapd: KswapdTotals,
+    pub memcg_pages: MemcgCounters,
+    pub latency: LatencyCounters,
+    /// Events the kernel could not queue (ring buffer full); `None` when unreadable.
+    pub dropped: Option<u64>,
+}
+
+/// A value read from a map, or its empty default with a warning: a summary goes out with what
+/// could be read.
+fn or_warn<T: Default>(what: &str, read: Result<T>) -> T {
+    read.unwrap_or_else(|err| {
+        log::warn!("reading {what}: {err:#}");
+        T::default()
+    })
+}
+
+pub struct Tracer {
+    pub ebpf: Ebpf,
+    pub hooks: Vec<HookStatus>,
+}
+
+impl Tracer {
+    pub fn load(object: &[u8], kernel: &KernelInfo, options: &LoadOptions) -> Result<Self> {
+        let LoadOptions {
+            stack_threshold_ns,
+            watched,
+            descendants,
+            count_faults,
+            memcg_events,
+            latency,
+        } = *options;
+        let filter = FilterConfig {
+            enabled: u32::from(!watched.is_empty()),
+            descendants: u32::from(descendants),
+        };
+        let layout = kernel.layout.clone().unwrap_or_default();
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(&kernel.aya_btf))
+            .override_global(global::KERNEL_LAYOUT, &layout, true)
+            .override_global(global::STACK_THRESHOLD_NS, &stack_threshold_ns, true)
+            .override_global(global::MEMCG_ITEMS, &kernel.memcg_items(count_faults), true)
+            .override_global(global::FILTER, &filter, true)
+            .override_global(global::OOM_CONTROL_LAYOUT, &kernel.oom_control_layout, true)
+            .load(object)
+            .context("loading the eBPF object")?;
+        // Before any program attaches, so no event of an unwatched cgroup slips through.
+        maps::watch(&mut ebpf, watched).context("filling the cgroup filter")?;
+        let mut hooks = vec![hooks::oom::attach(&mut ebpf, kernel)];
+        hooks.extend(hooks::reclaim::attach(&mut ebpf, kernel));
+        if memcg_events {
+            hooks.push(hooks::memcg::attach(&mut ebpf, kernel));
+        }
+        hooks.push(hooks::oom::attach_context(&mut ebpf, kernel));
+        if latency {
+            hooks.extend(hooks::latency::attach(&mut ebpf, kernel));
+        }
+        Ok(Self { ebpf, hooks })
+    }
+
+    pub fn attached(&self) -> impl Iterator<Item = &HookStatus> {
+        self.hooks.iter().filter(|h| h.is_attached())
+    }
+
+    pub fn is_attached(&self, hook: Hook) -> bool {
+        self.attached().any(|h| h.hook == hook)
+    }
+
+    /// Counters the kernel keeps for us, read for a summary.
+    pub fn counters(&self) -> KernelCounters {
+        let ebpf = &self.ebpf;
+        KernelCounters {
+            kswapd_wakeups: or_warn("kswapd wake-up counts", maps::kswapd_wakeups(ebpf)),
+            kswapd: or_warn("kswapd totals", maps::kswapd_totals(ebpf)),
+            memcg_pages: or_warn("per-cgroup reclaim counters", maps::memcg_counters(ebpf)),
+            latency: or_warn("latency histograms", maps::latency_counters(ebpf)),
+            dropped: maps::dropped(ebpf)
+                .map_err(|err| log::warn!("reading the drop counter: {err:#}"))
+                .ok(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use memstall_common::names::{map, program};
+
+    use super::{
+        attach::{attach_tp_btf, attach_tracepoint},
+        btf::VMLINUX_BTF,
+        *,
+    };
+    use crate::EBPF_OBJECT;
+
+    /// Every map, global and program userspace names is in the built object (no root needed):
+    /// a rename on one side fails here, not on a user's machine.
+    #[test]
+    fn every_name_userspace_uses_is_in_the_object() {
+        use object::{Object as _, ObjectSymbol as _};
+        let obj = aya_obj::Object::parse(EBPF_OBJECT).expect("the built eBPF object parses");
+        for name in map::ALL {
+            assert!(obj.maps.contains_key(*name), "map {name} missing");
+        }
+        for name in program::SINGLE {
+            assert!(obj.programs.contains_key(*name), "program {name} missing");
+        }
+        for base in program::BTF_OR_RAW {
+            for flavour in ["btf", "raw"] {
+                let name = format!("{base}_{flavour}");
+                assert!(obj.programs.contains_key(&name), "program {name} missing");
+            }
+        }
+        let elf = object::File::parse(EBPF_OBJECT).expect("ELF");
+        let symbols: Vec<&str> = elf.symbols().filter_map(|s| s.name().ok()).collect();
+        for name in global::ALL {
+            assert!(symbols.contains(name), "global {name} missing");
+        }
+    }
+
+    fn privileged() -> bool {
+        preflight::check_privileges().is_ok() && Path::new(VMLINUX_BTF).exists()
+    }
+
+    /// A hook the kernel lacks fails with a reason naming it, on one line, and leaves the rest
+    /// of the object usable.
+    #[test]
+    fn missing_hooks_fail_with_a_named_reason() {
+        if !privileged() {
+            eprintln!("skipped: needs root and kernel BTF");
+            return;
+        }
+        let kernel = KernelInfo::read(Path::new(VMLINUX_BTF), false).unwrap();
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(&kernel.aya_btf))
+            .load(EBPF_OBJECT)
+            .unwrap();
+        let err = attach_tracepoint(
+            &mut ebpf,
+            program::OOM_MARK_VICTIM_TP,
+            "oom",
+            "no_such_event",
+        )
+        .unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("tracepoint oom/no_such_event"), "{text}");
+        assert!(!text.contains('\n'), "{text}");
+        let err = attach_tp_btf(
+            &mut ebpf,
+            program::OOM_MARK_VICTIM_BTF,
+            "no_such_event",
+            &kernel.aya_btf,
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("tp_btf/no_such_event"),
+            "{err:#}"
+        );
+        let err =
+            attach_tracepoint(&mut ebpf, "no_such_program", "oom", "mark_victim").unwrap_err();
+        assert!(err.to_string().contains("no_such_program"));
+    }
+}
