@@ -16,7 +16,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-pub use memstall::cgroup::{CgroupVersion, MemoryHierarchy};
+pub use memstall::{CgroupVersion, MemoryHierarchy};
 
 pub const MIB: u64 = 1 << 20;
 

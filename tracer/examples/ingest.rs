@@ -3,12 +3,7 @@
 //! outlier threshold, spread over 64 cgroups and every stall kind.
 use std::{os::unix::fs::MetadataExt as _, time::Instant};
 
-use memstall::{
-    cgroup::{CgroupFilter, CgroupResolver, CgroupVersion},
-    decode::DecodeContext,
-    enrich::Enricher,
-    pipeline::Pipeline,
-};
+use memstall::{CgroupFilter, CgroupResolver, CgroupVersion, DecodeContext, Enricher, Pipeline};
 use memstall_common::{EventHeader, EventKind, StallEvent, StallKind, TaskInfo};
 
 fn main() {

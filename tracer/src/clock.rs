@@ -31,7 +31,7 @@ impl BootClock {
 
     /// Kernel log timestamps (µs of the monotonic clock) to unix ns; off by the time the
     /// machine spent suspended since, like `dmesg -T`.
-    pub fn unix_ns_from_monotonic_us(&self, usec: u64) -> u64 {
+    pub fn unix_ns_from_monotonic_us(usec: u64) -> u64 {
         let offset = now_ns(libc::CLOCK_REALTIME) - now_ns(libc::CLOCK_MONOTONIC);
         (i128::from(usec) * 1000 + offset).clamp(0, i128::from(u64::MAX)) as u64
     }

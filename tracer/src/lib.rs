@@ -9,22 +9,29 @@
 //!
 //! `cmd/` turns the command line ([`cli`]) into each stage's configuration. `error`, `event/`,
 //! `clock` and `term` are leaves every stage may use.
-pub mod aggregate;
-pub mod cgroup;
+mod aggregate;
+mod cgroup;
 mod cli;
-pub mod clock;
+mod clock;
 mod cmd;
-pub mod decode;
-pub mod enrich;
-pub mod error;
-pub mod event;
-pub mod kernel;
-pub mod pipeline;
-pub mod ringbuf;
-pub mod sink;
-pub mod term;
+mod decode;
+mod enrich;
+mod error;
+mod event;
+mod kernel;
+mod pipeline;
+mod ringbuf;
+mod sink;
+mod term;
 
 pub use cmd::main;
+
+/// What the integration tests and the ingest benchmark drive directly; everything else is
+/// the crate's own.
+pub use cgroup::{CgroupFilter, CgroupResolver, CgroupVersion, MemoryHierarchy};
+pub use decode::DecodeContext;
+pub use enrich::Enricher;
+pub use pipeline::Pipeline;
 
 /// The eBPF object built by build.rs (aya-build, pinned nightly, bpf-linker).
 pub static EBPF_OBJECT: &[u8] =

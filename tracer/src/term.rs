@@ -67,6 +67,7 @@ pub fn escaped<T: AsRef<[u8]> + ?Sized>(text: &T) -> String {
 }
 
 /// Whether `text` would reach a terminal unchanged (no byte [`escape`] rewrites).
+#[cfg(test)]
 pub fn is_terminal_safe(text: &str) -> bool {
     !text.chars().any(is_unsafe)
 }

@@ -11,7 +11,9 @@ use serde::Serialize;
 pub use counters::{FaultRow, FaultSource, MemcgPages};
 pub use kswapd::KswapdActivity;
 pub use latency::LatencyRow;
-pub use stalls::{Bucket, StallAggregator, StallStats, SummaryRow};
+#[cfg(test)]
+pub use stalls::StallStats;
+pub use stalls::{StallAggregator, SummaryRow};
 
 /// Which period a summary covers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]

@@ -13,7 +13,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 pub use filter::CgroupFilter;
-pub use proc::{memcg_from_proc_cgroup, memcg_of_pid};
+pub use proc::memcg_of_pid;
 pub use resolver::CgroupResolver;
 pub use target::{Resolver, Target, cgroup_mounts};
 

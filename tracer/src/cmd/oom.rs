@@ -27,7 +27,6 @@ pub fn run(args: &OomArgs) -> Result<()> {
 pub fn kills_in_kernel_log(hierarchy: &MemoryHierarchy) -> Result<Vec<OomKill>> {
     let records = kmsg::read_all().context("reading the kernel log (/dev/kmsg)")?;
     let postmortem = PostMortem::new(hierarchy, false);
-    let clock = BootClock::new();
     Ok(kmsg::parse_reports(&records)
         .iter()
         .filter_map(|report| {
@@ -38,7 +37,7 @@ pub fn kills_in_kernel_log(hierarchy: &MemoryHierarchy) -> Result<Vec<OomKill>> 
             kill::from_report(
                 report,
                 explanation,
-                clock.unix_ns_from_monotonic_us(report.usec),
+                BootClock::unix_ns_from_monotonic_us(report.usec),
             )
         })
         .collect())

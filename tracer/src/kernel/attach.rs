@@ -25,6 +25,7 @@ pub enum Hook {
 }
 
 impl Hook {
+    #[cfg(test)]
     pub const ALL: [Hook; 12] = [
         Self::OomKill,
         Self::OomContext,

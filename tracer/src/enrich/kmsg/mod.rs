@@ -5,7 +5,7 @@
 //! untrusted input here: every parser returns what it could read and never panics.
 mod oom_report;
 
-pub use oom_report::{KilledProcess, OomReport, OomReportParser, OomTask, parse_reports};
+pub use oom_report::{OomReport, OomReportParser, OomTask, parse_reports};
 
 use std::{
     fs::File,

@@ -1,6 +1,6 @@
 //! Parser tests on real and synthetic kernel logs.
 use super::{
-    oom_report::{parse_killed, parse_oom_kill, parse_task},
+    oom_report::{KilledProcess, parse_killed, parse_oom_kill, parse_task},
     *,
 };
 

@@ -18,8 +18,10 @@ use prometheus_client::{
 mod histogram;
 pub mod http;
 
+pub use histogram::StallHistogram;
 use histogram::lock;
-pub use histogram::{BOUNDS_US, StallHistogram, bucket_index};
+#[cfg(test)]
+use histogram::{BOUNDS_US, bucket_index};
 
 use crate::{
     aggregate::{Scope, Summary},

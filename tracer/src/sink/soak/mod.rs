@@ -25,8 +25,8 @@ use anyhow::Result;
 
 pub use checks::{Check, Limits, Measured, MinuteWindow, P99Limit, evaluate, num};
 use record::MAX_MARKS;
-pub use record::{KindSeries, OomMark, Record, Watched};
-pub use series::{MAX_POINTS, MemorySample, MemorySource, Merge, Series, Trend};
+pub use record::{OomMark, Record, Watched};
+pub use series::{MemorySource, Merge, Series, Trend};
 
 use crate::{
     aggregate::{Scope, Summary},

@@ -108,15 +108,13 @@ impl Series {
             .collect()
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.points.len() + usize::from(self.pending.is_some())
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// The largest value, if any.
+    #[cfg(test)]
     pub fn max(&self) -> Option<f64> {
         self.points().into_iter().map(|(_, v)| v).reduce(f64::max)
     }
