@@ -18,6 +18,8 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 pub use memstall::{CgroupVersion, MemoryHierarchy};
 
+pub mod taskstats;
+
 pub const MIB: u64 = 1 << 20;
 
 /// A memory cgroup with a limit, removed on drop (also when a test panics): its processes are
@@ -265,6 +267,11 @@ impl Memstall {
 
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
+    }
+
+    /// The stderr lines read so far (the ready line and what came before it).
+    pub fn stderr(&self) -> &[String] {
+        &self.stderr
     }
 
     /// Sends `signal` and waits for the exit; returns the status and all of stderr.

@@ -5,6 +5,7 @@ mod cli;
 mod doctor;
 mod faults;
 mod fentry;
+mod hardening;
 mod live;
 mod oom_kill;
 mod oom_postmortem;

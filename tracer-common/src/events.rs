@@ -20,14 +20,18 @@ impl EventKind {
         }
     }
 
-    /// Slot in the in-kernel drop counter.
+    /// Slot in the in-kernel drop counter (stalls count per stall kind instead, from
+    /// [`STALL_DROP_SLOTS`] on).
     pub const fn drop_slot(self) -> u32 {
         self as u32 - 1
     }
 }
 
-/// Slots of the in-kernel drop counter (events lost because the ring buffer was full).
-pub const DROP_SLOTS: u32 = 3;
+/// Slots of the in-kernel drop counter (events lost because the ring buffer was full): one per
+/// event kind, then one per stall kind from [`STALL_DROP_SLOTS`] (see `StallKind::drop_slot`),
+/// so a lost stall is known by its kind and can be reconciled with the kernel's own counts.
+pub const DROP_SLOTS: u32 = 32;
+pub const STALL_DROP_SLOTS: u32 = 8;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

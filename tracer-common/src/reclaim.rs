@@ -43,6 +43,11 @@ impl StallKind {
         }
     }
 
+    /// Slot of this kind's lost stalls in the drop counter.
+    pub const fn drop_slot(self) -> u32 {
+        crate::STALL_DROP_SLOTS + self as u32
+    }
+
     /// The JSON `type`/`kind` name: a contract with scripts.
     pub const fn name(self) -> &'static str {
         match self {

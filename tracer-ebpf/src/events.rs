@@ -4,7 +4,7 @@ use aya_ebpf::{
     macros::map,
     maps::{PerCpuArray, RingBuf},
 };
-use memstall_common::{DROP_SLOTS, EventHeader, EventKind};
+use memstall_common::{DROP_SLOTS, EventHeader, EventKind, StallKind};
 
 /// Rare events only (OOM kills, reclaim outliers): 4 MiB holds tens of thousands.
 #[map]
@@ -25,7 +25,15 @@ pub fn header(kind: EventKind) -> EventHeader {
 }
 
 pub fn count_drop(kind: EventKind) {
-    if let Some(counter) = DROPS.get_ptr_mut(kind.drop_slot()) {
+    count_drop_in(kind.drop_slot());
+}
+
+pub fn count_stall_drop(kind: StallKind) {
+    count_drop_in(kind.drop_slot());
+}
+
+fn count_drop_in(slot: u32) {
+    if let Some(counter) = DROPS.get_ptr_mut(slot) {
         // SAFETY: a per-CPU slot is only touched by programs on this CPU, which do not nest
         // for the same tracepoint.
         unsafe { *counter += 1 };

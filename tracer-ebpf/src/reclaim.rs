@@ -14,7 +14,7 @@ use aya_ebpf::{
 use memstall_common::{EventKind, InFlight, KswapdTotals, StallEvent, StallKind, TaskInfo};
 
 use crate::{
-    events::{EVENTS, count_drop, header},
+    events::{EVENTS, count_stall_drop, header},
     filter::current_watched,
     task::{current_info, layout},
 };
@@ -117,7 +117,7 @@ fn emit<C: Args>(
             entry.write(event);
             entry.submit(0);
         }
-        None => count_drop(EventKind::Stall),
+        None => count_stall_drop(kind),
     }
 }
 

@@ -84,6 +84,11 @@ pub struct TraceArgs {
     /// Kernel BTF to read structure layouts from.
     #[arg(long, value_name = "FILE", default_value = VMLINUX_BTF)]
     pub btf: PathBuf,
+
+    /// For tests: a ring buffer of this many bytes (a power-of-two number of pages) instead of
+    /// 4 MiB, so it can be made to overflow.
+    #[arg(long, value_name = "BYTES", hide = true, value_parser = parse_ring_bytes)]
+    pub test_ring_bytes: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -200,6 +205,13 @@ pub fn parse_p99_limit(text: &str) -> Result<P99Limit, String> {
         kind,
         ms: parse_limit(ms)?,
     })
+}
+
+fn parse_ring_bytes(text: &str) -> Result<u32, String> {
+    match text.parse::<u32>() {
+        Ok(bytes) if bytes >= 4096 && bytes.is_power_of_two() => Ok(bytes),
+        _ => Err(format!("`{text}` must be a power of two, 4096 or more")),
+    }
 }
 
 fn parse_secs(text: &str) -> Result<Duration, String> {

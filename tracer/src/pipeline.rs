@@ -2,7 +2,10 @@
 //! sinks. Stalls under the threshold take a fast path: they only feed histograms keyed by
 //! memcg id, and ids become paths when a summary is written. The [`Sink`] trait is the
 //! pipeline's: sinks implement what it produces.
-use std::{collections::HashMap, time::Instant};
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::Instant,
+};
 
 use anyhow::Result;
 use memstall_common::{KswapdTotals, RawEvent, StallEvent, StallKind};
@@ -12,6 +15,7 @@ use crate::{
     aggregate::{
         KswapdActivity, Scope, StallAggregator, Summary, SummaryRow,
         counters::{CounterSources, PeriodCounters},
+        stalls::MAX_HISTOGRAMS,
     },
     cgroup::{CgroupFilter, is_within},
     clock::BootClock,
@@ -42,8 +46,10 @@ pub struct RunSummary {
     pub events: u64,
     /// Stalls recorded into histograms (after `--cgroup` filtering).
     pub stalls: u64,
-    /// Events the kernel could not queue because the ring buffer was full.
+    /// Events the kernel could not queue because the ring buffer was full ...
     pub dropped: u64,
+    /// ... of which stalls, by kind (the histograms miss them).
+    pub dropped_stalls: BTreeMap<&'static str, u64>,
     /// Records that could not be decoded.
     pub malformed: u64,
     /// `hook: how` for every hook, e.g. `oom_kill: tp_btf oom/mark_victim`.
@@ -62,6 +68,8 @@ pub struct Pipeline {
     /// Stalls at least this long are reported one by one; all go into the histograms.
     threshold_ns: u64,
     stalls: StallAggregator,
+    /// Histogram count at which removed cgroups are folded next.
+    fold_at: usize,
     counters: PeriodCounters,
     run: RunSummary,
     started: Instant,
@@ -84,6 +92,7 @@ impl Pipeline {
             sinks,
             threshold_ns,
             stalls: StallAggregator::default(),
+            fold_at: MAX_HISTOGRAMS,
             counters: PeriodCounters::default(),
             run: RunSummary::default(),
             started: Instant::now(),
@@ -143,7 +152,22 @@ impl Pipeline {
             raw.pass_scanned,
         );
         self.run.stalls += 1;
+        if self.stalls.histograms() > self.fold_at {
+            self.fold_removed();
+        }
         true
+    }
+
+    /// Bounds memory under cgroup churn: removed cgroups' histograms fold into one per kind.
+    /// The next fold waits for a quarter more histograms, so live cgroups past the bound do
+    /// not rescan the hierarchy at every stall.
+    fn fold_removed(&mut self) {
+        let cgroups = &mut self.enricher.cgroups;
+        cgroups.scan();
+        self.stalls.fold_removed(|id| cgroups.is_live(id));
+        self.watched_ids.retain(|id, _| cgroups.is_live(*id));
+        let held = self.stalls.histograms();
+        self.fold_at = MAX_HISTOGRAMS.max(held + held / 4);
     }
 
     pub fn record(&mut self, bytes: &[u8]) -> Result<()> {
@@ -240,25 +264,26 @@ impl Pipeline {
             memcg_pages: period.memcg_pages,
             faults: period.faults,
             latency: period.latency,
-            dropped: now.dropped,
+            dropped: now.dropped.as_ref().map(|d| d.total),
         }
     }
 
     /// The run's totals, then the `run_end` record; flushes every sink.
-    pub fn finish(
-        mut self,
-        counters: KernelCounters,
-        dropped: u64,
-        hooks: Vec<String>,
-    ) -> Result<RunSummary> {
+    pub fn finish(mut self, counters: KernelCounters, hooks: Vec<String>) -> Result<RunSummary> {
+        let drops = counters.dropped.clone().unwrap_or_default();
         let summary = Summary {
-            dropped: Some(dropped),
+            dropped: Some(drops.total),
             ..self.summary(Scope::Total, &counters)
         };
         self.emit_summary(&summary)?;
         self.run.time_ns = now_unix_ns();
         self.run.duration_ns = self.started.elapsed().as_nanos() as u64;
-        self.run.dropped = dropped;
+        self.run.dropped = drops.total;
+        self.run.dropped_stalls = drops
+            .stalls
+            .iter()
+            .map(|(kind, lost)| (kind.name(), *lost))
+            .collect();
         self.run.hooks = hooks;
         for sink in &mut self.sinks {
             sink.finish(&self.run)?;

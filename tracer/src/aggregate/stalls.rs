@@ -131,6 +131,13 @@ pub struct StallAggregator {
     interval: HashMap<(u64, StallKind), StallStats>,
 }
 
+/// The id removed cgroups' statistics fold into (see [`StallAggregator::fold_removed`]).
+const REMOVED_ID: u64 = u64::MAX;
+/// Its row's name.
+pub const REMOVED_NAME: &str = "(removed cgroups)";
+/// Histograms (about 110 KiB each) kept before removed cgroups' fold into one per kind.
+pub const MAX_HISTOGRAMS: usize = 128;
+
 impl StallAggregator {
     pub fn record(
         &mut self,
@@ -144,6 +151,32 @@ impl StallAggregator {
             .entry((memcg_id, kind))
             .or_default()
             .record(latency_ns, reclaimed, scanned);
+    }
+
+    /// Histograms held, interval and totals.
+    pub fn histograms(&self) -> usize {
+        self.total.len() + self.interval.len()
+    }
+
+    /// Folds the statistics of cgroups `is_live` says are gone into one `(removed cgroups)`
+    /// entry per kind, so memory follows the live cgroups, not every cgroup that ever stalled.
+    /// Returns how many entries went.
+    pub fn fold_removed(&mut self, is_live: impl Fn(u64) -> bool) -> usize {
+        let mut folded = 0;
+        for map in [&mut self.total, &mut self.interval] {
+            let gone: Vec<(u64, StallKind)> = map
+                .keys()
+                .filter(|(id, _)| *id != REMOVED_ID && !is_live(*id))
+                .copied()
+                .collect();
+            for key in gone {
+                if let Some(stats) = map.remove(&key) {
+                    map.entry((REMOVED_ID, key.1)).or_default().merge(&stats);
+                    folded += 1;
+                }
+            }
+        }
+        folded
     }
 
     /// Rows of the interval that just ended (folded into the run's totals), most total stall
@@ -187,7 +220,11 @@ fn rows(
     // Two ids can share a name ("?" for the unnamed): merge them under it.
     let mut by_name: BTreeMap<(String, StallKind), StallStats> = BTreeMap::new();
     for ((id, kind), stats) in map {
-        let path = name(*id);
+        let path = if *id == REMOVED_ID {
+            REMOVED_NAME.to_owned()
+        } else {
+            name(*id)
+        };
         if keep(&path) {
             by_name.entry((path, *kind)).or_default().merge(stats);
         }
@@ -299,5 +336,31 @@ mod tests {
         let totals = agg.totals(&mut name);
         let a = totals.iter().find(|r| r.cgroup == "/a").unwrap();
         assert_eq!((a.count, a.pages_reclaimed), (3, 30));
+    }
+
+    #[test]
+    fn removed_cgroups_fold_into_one_row_per_kind() {
+        let mut agg = StallAggregator::default();
+        for id in 1..=10 {
+            agg.record(id, StallKind::MemcgReclaim, 1_000, 1, 1);
+        }
+        agg.end_interval(&mut |id| format!("/cg{id}"));
+        agg.record(3, StallKind::MemcgReclaim, 2_000, 1, 1);
+        assert_eq!(agg.histograms(), 11);
+        // Only 1 and 2 are still there.
+        assert_eq!(agg.fold_removed(|id| id <= 2), 9);
+        assert_eq!(
+            agg.histograms(),
+            4,
+            "/cg1, /cg2 and (removed cgroups) in totals and interval"
+        );
+        let rows = agg.totals(&mut |id| format!("/cg{id}"));
+        let removed = rows.iter().find(|r| r.cgroup == REMOVED_NAME).unwrap();
+        assert_eq!((removed.count, removed.total_ns), (9, 8 * 1_000 + 2_000));
+        assert_eq!(
+            rows.iter().map(|r| r.count).sum::<u64>(),
+            11,
+            "nothing lost"
+        );
     }
 }

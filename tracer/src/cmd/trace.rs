@@ -1,7 +1,6 @@
 //! The default command, `serve` and `soak`: flags turned into each stage's configuration, then
 //! load, attach, run the event loop and report.
 use std::{
-    fs,
     io::{self, BufWriter, IsTerminal as _},
     net::SocketAddr,
     path::PathBuf,
@@ -25,7 +24,7 @@ use crate::{
     pipeline::{Pipeline, Sink},
     ringbuf::{self, Schedule, WatchedDir},
     sink::{
-        self,
+        self, file,
         human::HumanSink,
         json::JsonSink,
         live::LiveSink,
@@ -100,12 +99,8 @@ pub fn run(args: &TraceArgs, mode: Mode) -> Result<()> {
         outputs.schedule,
         || term::say(&ready),
     ))?;
-    let dropped = maps::dropped(&tracer.ebpf).unwrap_or_else(|err| {
-        log::warn!("reading the drop counter: {err:#}");
-        0
-    });
     let hooks = tracer.hooks.iter().map(ToString::to_string).collect();
-    let run = pipeline.finish(tracer.counters(), dropped, hooks)?;
+    let run = pipeline.finish(tracer.counters(), hooks)?;
     term::say(format_args!(
         "{} stall(s), {} event(s) reported in {:.1} s; {} dropped by the kernel (ring buffer full){}",
         run.stalls,
@@ -206,10 +201,10 @@ pub fn open_sinks(json: Option<&PathBuf>, live: bool) -> Result<Vec<Box<dyn Sink
             sinks.push(Box::new(JsonSink::new(BufWriter::new(io::stdout()))));
         }
         Some(path) => {
-            let file = fs::File::create(path).map_err(|err| {
-                UserError::input(format!("cannot write --json {}: {err}", path.display()))
-            })?;
-            sinks.push(Box::new(JsonSink::new(BufWriter::new(file))));
+            let file = file::create("--json", path)?;
+            sinks.push(Box::new(JsonSink::new(file::Lines::new(
+                "--json", path, file,
+            ))));
             sinks.push(Box::new(HumanSink::new(io::stdout())));
         }
         None => sinks.push(Box::new(HumanSink::new(io::stdout()))),
@@ -262,6 +257,7 @@ fn load(
         count_faults: kernel_faults,
         memcg_events,
         latency: args.latency,
+        ring_bytes: args.test_ring_bytes,
     };
     let tracer = Tracer::load(EBPF_OBJECT, &kernel, &options)?;
     // The parsed kernel BTF is tens of MiB and only needed to load: give it back now.

@@ -7,7 +7,8 @@ use aya::{
     maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray, PerCpuHashMap, StackTraceMap},
 };
 use memstall_common::{
-    InFlight, KswapdTotals, LatencyKey, LatencyValue, MEMCG_SLOTS, MemcgCounterKey, names::map,
+    DROP_SLOTS, InFlight, KswapdTotals, LatencyKey, LatencyValue, MEMCG_SLOTS, MemcgCounterKey,
+    StallKind, names::map,
 };
 
 use crate::clock::BootClock;
@@ -60,14 +61,28 @@ pub fn kswapd_totals(ebpf: &Ebpf) -> Result<KswapdTotals> {
     Ok(totals)
 }
 
-/// Events the kernel dropped because the ring buffer was full, summed over CPUs and kinds.
-pub fn dropped(ebpf: &Ebpf) -> Result<u64> {
-    let drops = PerCpuArray::<_, u64>::try_from(named(ebpf, map::DROPS)?)?;
-    let mut total = 0;
-    for slot in drops.iter() {
-        total += slot?.iter().sum::<u64>();
+/// Events the kernel could not queue because the ring buffer was full, since load.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Drops {
+    /// Every kind, summed over CPUs.
+    pub total: u64,
+    /// Lost stalls by kind (the kinds that lost any).
+    pub stalls: Vec<(StallKind, u64)>,
+}
+
+pub fn drops(ebpf: &Ebpf) -> Result<Drops> {
+    let slots = PerCpuArray::<_, u64>::try_from(named(ebpf, map::DROPS)?)?;
+    let mut drops = Drops::default();
+    for (slot, per_cpu) in (0..DROP_SLOTS).zip(slots.iter()) {
+        let lost: u64 = per_cpu?.iter().sum();
+        drops.total += lost;
+        if let Some(kind) = StallKind::ALL.into_iter().find(|k| k.drop_slot() == slot)
+            && lost > 0
+        {
+            drops.stalls.push((kind, lost));
+        }
     }
-    Ok(total)
+    Ok(drops)
 }
 
 pub fn memcg_counters(ebpf: &Ebpf) -> Result<MemcgCounters> {

@@ -13,7 +13,7 @@ use anyhow::{Context as _, Result};
 use aya::{Btf, Ebpf, EbpfLoader, Endianness};
 use memstall_common::{
     FilterConfig, KernelLayout, KswapdTotals, MemcgItems, MemcgSlot, OomControlLayout,
-    names::global,
+    names::{global, map},
 };
 
 use self::{
@@ -92,6 +92,9 @@ pub struct LoadOptions<'a> {
     /// Time memcg charges and page faults with fentry/fexit (where the kernel allows it; runs
     /// on every fault).
     pub latency: bool,
+    /// A smaller ring buffer than the object's 4 MiB (bytes, a power-of-two number of pages):
+    /// for tests that need it to overflow.
+    pub ring_bytes: Option<u32>,
 }
 
 /// In-kernel aggregates, as totals since load.
@@ -104,7 +107,7 @@ pub struct KernelCounters {
     pub memcg_pages: MemcgCounters,
     pub latency: LatencyCounters,
     /// Events the kernel could not queue (ring buffer full); `None` when unreadable.
-    pub dropped: Option<u64>,
+    pub dropped: Option<maps::Drops>,
 }
 
 /// A value read from a map, or its empty default with a warning: a summary goes out with what
@@ -116,9 +119,17 @@ fn or_warn<T: Default>(what: &str, read: Result<T>) -> T {
     })
 }
 
+/// The loaded object and how each hook attached. Programs detach when it drops (nothing is
+/// pinned), and a tracefs mount memstall made goes with it.
 pub struct Tracer {
     pub ebpf: Ebpf,
     pub hooks: Vec<HookStatus>,
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        tracefs::unmount_ours();
+    }
 }
 
 impl Tracer {
@@ -130,13 +141,18 @@ impl Tracer {
             count_faults,
             memcg_events,
             latency,
+            ring_bytes,
         } = *options;
         let filter = FilterConfig {
             enabled: u32::from(!watched.is_empty()),
             descendants: u32::from(descendants),
         };
         let layout = kernel.layout.clone().unwrap_or_default();
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        if let Some(bytes) = ring_bytes {
+            loader.map_max_entries(map::EVENTS, bytes);
+        }
+        let mut ebpf = loader
             .btf(Some(&kernel.aya_btf))
             .override_global(global::KERNEL_LAYOUT, &layout, true)
             .override_global(global::STACK_THRESHOLD_NS, &stack_threshold_ns, true)
@@ -175,7 +191,7 @@ impl Tracer {
             kswapd: or_warn("kswapd totals", maps::kswapd_totals(ebpf)),
             memcg_pages: or_warn("per-cgroup reclaim counters", maps::memcg_counters(ebpf)),
             latency: or_warn("latency histograms", maps::latency_counters(ebpf)),
-            dropped: maps::dropped(ebpf)
+            dropped: maps::drops(ebpf)
                 .map_err(|err| log::warn!("reading the drop counter: {err:#}"))
                 .ok(),
         }
@@ -184,7 +200,7 @@ impl Tracer {
 
 #[cfg(test)]
 mod tests {
-    use memstall_common::names::{map, program};
+    use memstall_common::names::program;
 
     use super::{
         attach::{attach_tp_btf, attach_tracepoint},

@@ -5,6 +5,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use anyhow::{Context as _, Result, bail};
 use memstall_common::MarkVictimFormat;
 
@@ -34,7 +36,29 @@ pub fn ensure_mounted() -> Result<PathBuf> {
         let err = std::io::Error::last_os_error();
         bail!("mounting tracefs at {TRACEFS}: {err}");
     }
+    MOUNTED_HERE.store(true, Ordering::SeqCst);
     Ok(TRACEFS.into())
+}
+
+/// Whether this process mounted tracefs (and so takes it away again on a clean exit).
+static MOUNTED_HERE: AtomicBool = AtomicBool::new(false);
+
+/// Undoes the mount [`ensure_mounted`] made, if it made one: memstall leaves the machine as it
+/// found it. Lazily (MNT_DETACH): a reader elsewhere keeps its view until it is done.
+pub fn unmount_ours() {
+    if !MOUNTED_HERE.swap(false, Ordering::SeqCst) {
+        return;
+    }
+    let Ok(target) = CString::new(TRACEFS) else {
+        return;
+    };
+    // SAFETY: a valid NUL-terminated path; MNT_DETACH takes no other argument.
+    if unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) } != 0 {
+        log::warn!(
+            "unmounting the tracefs memstall mounted at {TRACEFS}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
 }
 
 /// One `field:TYPE NAME; offset:N; size:N; signed:N;` line of a format file.

@@ -22,7 +22,7 @@ impl<W: Write> JsonSink<W> {
     }
 
     fn line(&mut self, value: &impl Serialize) -> Result<()> {
-        serde_json::to_writer(&mut self.out, value).context("writing JSON")?;
+        serde_json::to_writer(&mut self.out, value).context("encoding JSON")?;
         self.out.write_all(b"\n").context("writing JSON")
     }
 }
@@ -40,6 +40,9 @@ struct Period {
     scope: Scope,
     time_ns: u64,
     period_ns: u64,
+    /// Events the kernel lost since start (ring buffer full): the figures miss them.
+    dropped: u64,
+    incomplete: bool,
 }
 
 #[derive(Serialize)]
@@ -104,10 +107,13 @@ impl<W: Write> Sink for JsonSink<W> {
     }
 
     fn summary(&mut self, summary: &Summary) -> Result<()> {
+        let dropped = summary.dropped.unwrap_or(0);
         let period = Period {
             scope: summary.scope,
             time_ns: summary.time_ns,
             period_ns: summary.period_ns,
+            dropped,
+            incomplete: dropped > 0,
         };
         for row in &summary.rows {
             self.line(&SummaryLine {

@@ -1,6 +1,7 @@
 //! Where events and summaries go: people (lines, tables, histograms, the live view) and
 //! machines (JSON Lines, Prometheus, the soak report). Each sink implements the pipeline's
 //! [`Sink`].
+pub mod file;
 pub mod human;
 pub mod json;
 pub mod live;

@@ -61,6 +61,12 @@ pub fn write_table(out: &mut impl Write, summary: &Summary) -> std::io::Result<(
         summary.scope.name(),
         summary.period_ns as f64 / 1e9
     )?;
+    if let Some(dropped) = summary.dropped.filter(|&d| d > 0) {
+        writeln!(
+            out,
+            "INCOMPLETE: the kernel dropped {dropped} event(s) since start (ring buffer full); counts and histograms below miss them"
+        )?;
+    }
     if summary.rows.is_empty() {
         writeln!(out, "no reclaim stalls")?;
     } else {
@@ -196,12 +202,22 @@ impl<W: Write> Sink for HumanSink<W> {
     fn finish(&mut self, run: &RunSummary) -> Result<()> {
         // Only a tracing run has a ring buffer (and hooks).
         if !run.hooks.is_empty() {
-            writeln!(
+            write!(
                 self.out,
                 "ring buffer: {} event(s) dropped by the kernel",
                 run.dropped
             )
             .context("writing to stdout")?;
+            let by_kind: Vec<String> = run
+                .dropped_stalls
+                .iter()
+                .map(|(kind, lost)| format!("{kind} {lost}"))
+                .collect();
+            if !by_kind.is_empty() {
+                write!(self.out, " (stalls: {})", by_kind.join(", "))
+                    .context("writing to stdout")?;
+            }
+            writeln!(self.out).context("writing to stdout")?;
         }
         self.out.flush().context("writing to stdout")
     }

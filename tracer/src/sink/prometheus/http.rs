@@ -18,6 +18,7 @@ use hyper::{
     service::service_fn,
 };
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::Semaphore;
 
 use super::{Metrics, PrometheusSink, SharedMetrics};
 use crate::{
@@ -35,8 +36,16 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
 /// How often interval summaries fold into the metrics when `--interval` is not given.
 pub const DEFAULT_FOLD_INTERVAL: Duration = Duration::from_secs(5);
 
-/// A client gets this long to send its request headers.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client gets this long to send its request headers (a slow-loris sending a byte a
+/// second is cut off here) ...
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// ... and this long for the whole exchange (one that never reads its answer, too).
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections served at once; more are closed at once. Prometheus needs one per scrape.
+pub const MAX_CONNECTIONS: usize = 32;
+/// The most a request may send before it is answered (hyper's smallest read buffer): a GET
+/// needs a few hundred bytes.
+const MAX_REQUEST_BYTES: usize = 8192;
 
 /// A bound listener and the metrics it serves.
 pub struct Exporter {
@@ -89,6 +98,7 @@ impl Exporter {
                 return;
             }
         };
+        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         loop {
             let stream = match listener.accept().await {
                 Ok((stream, _)) => stream,
@@ -99,6 +109,10 @@ impl Exporter {
                     continue;
                 }
             };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                log::debug!("metrics: {MAX_CONNECTIONS} connections open, closing a new one");
+                continue;
+            };
             let metrics = self.metrics.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |request: Request<Incoming>| {
@@ -108,11 +122,15 @@ impl Exporter {
                 let connection = http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(HEADER_TIMEOUT)
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-                if let Err(err) = connection {
-                    log::debug!("metrics connection: {err}");
+                    .max_buf_size(MAX_REQUEST_BYTES)
+                    .keep_alive(false)
+                    .serve_connection(TokioIo::new(stream), service);
+                match tokio::time::timeout(CONNECTION_TIMEOUT, connection).await {
+                    Ok(Err(err)) => log::debug!("metrics connection: {err}"),
+                    Err(_) => log::debug!("metrics connection: timed out"),
+                    Ok(Ok(())) => {}
                 }
+                drop(slot);
             });
         }
     }
@@ -128,33 +146,22 @@ fn respond<B>(request: &Request<B>, metrics: &SharedMetrics) -> Response<Full<By
         response
     };
     let text = "text/plain; charset=utf-8";
-    if !matches!(*request.method(), Method::GET | Method::HEAD) {
-        let mut response = reply(
-            StatusCode::METHOD_NOT_ALLOWED,
-            text,
-            "only GET and HEAD\n".into(),
-        );
-        response
-            .headers_mut()
-            .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
-        return response;
-    }
-    match request.uri().path() {
-        "/metrics" => {
-            let body = prometheus::locked(metrics).render();
-            reply(StatusCode::OK, prometheus::CONTENT_TYPE, body)
-        }
-        "/" => reply(
-            StatusCode::OK,
-            text,
-            "memstall Prometheus exporter: metrics at /metrics\n".into(),
-        ),
-        _ => reply(
+    if request.uri().path() != "/metrics" {
+        return reply(
             StatusCode::NOT_FOUND,
             text,
-            "not found: try /metrics\n".into(),
-        ),
+            "not found: GET /metrics\n".into(),
+        );
     }
+    if request.method() != Method::GET {
+        let mut response = reply(StatusCode::METHOD_NOT_ALLOWED, text, "only GET\n".into());
+        response
+            .headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("GET"));
+        return response;
+    }
+    let body = prometheus::locked(metrics).render();
+    reply(StatusCode::OK, prometheus::CONTENT_TYPE, body)
 }
 
 #[cfg(test)]
@@ -179,9 +186,16 @@ mod tests {
             response.headers()[header::CONTENT_TYPE],
             prometheus::CONTENT_TYPE
         );
+        for path in ["/nope", "/", "/metrics/x", "/metricsx"] {
+            assert_eq!(
+                respond(&get(path, Method::GET), &metrics).status(),
+                StatusCode::NOT_FOUND,
+                "{path}"
+            );
+        }
         assert_eq!(
-            respond(&get("/nope", Method::GET), &metrics).status(),
-            StatusCode::NOT_FOUND
+            respond(&get("/metrics", Method::HEAD), &metrics).status(),
+            StatusCode::METHOD_NOT_ALLOWED
         );
         assert_eq!(
             respond(&get("/metrics", Method::POST), &metrics).status(),

@@ -34,7 +34,8 @@ use crate::{
     error::UserError,
     event::Event,
     pipeline::{RunSummary, Sink},
-    sink, term,
+    sink::{self, file},
+    term,
 };
 
 /// How often memory is sampled and intervals close when `--interval` is not given.
@@ -57,8 +58,15 @@ const MIB: f64 = (1u64 << 20) as f64;
 /// The run's checks, left by the sink at `finish`.
 type SharedChecks = Arc<Mutex<Option<Vec<Check>>>>;
 
+/// The report files, opened when the run starts.
+pub struct Reports {
+    pub html: fs::File,
+    pub json: fs::File,
+}
+
 pub struct SoakSink {
     record: Record,
+    files: Reports,
     checks: SharedChecks,
 }
 
@@ -98,7 +106,7 @@ impl Sink for SoakSink {
     fn finish(&mut self, run: &RunSummary) -> Result<()> {
         self.record.run = Some(run.clone());
         let checks = evaluate(&self.record.limits, &self.record.measured());
-        output::write(&self.record, &checks)?;
+        output::write(&self.record, &checks, &mut self.files)?;
         *self
             .checks
             .lock()
@@ -126,14 +134,12 @@ impl Soak {
         if config.report == config.report_json {
             return Err(UserError::input("--report and --report-json must differ").into());
         }
-        for (flag, path) in [
-            ("--report", &config.report),
-            ("--report-json", &config.report_json),
-        ] {
-            fs::File::create(path).map_err(|err| {
-                UserError::input(format!("cannot write {flag} {}: {err}", path.display()))
-            })?;
-        }
+        // Created (safely) now: a bad path fails before anything is loaded, and the files
+        // written at the end are the ones checked here.
+        let files = Reports {
+            html: file::create("--report", &config.report)?,
+            json: file::create("--report-json", &config.report_json)?,
+        };
         let watched: Vec<(String, MemorySource)> = if targets.is_empty() {
             let source = match hierarchy.version {
                 CgroupVersion::V1 => MemorySource::Cgroup {
@@ -200,6 +206,7 @@ impl Soak {
         Ok(Self {
             sink: Some(SoakSink {
                 record,
+                files,
                 checks: checks.clone(),
             }),
             checks,

@@ -6,7 +6,7 @@ use anyhow::{Context as _, Result};
 use serde::Serialize;
 
 use super::report::{self, Chart, Line, Report, Stroke, Table};
-use super::{Check, MIB, OomMark, Record, num};
+use super::{Check, MIB, OomMark, Record, Reports, num};
 use crate::pipeline::RunSummary;
 
 #[derive(Serialize)]
@@ -65,11 +65,18 @@ struct JsonReport<'a> {
     run: Option<&'a RunSummary>,
 }
 
-fn write_file(path: &Path, flag: &str, text: &str) -> Result<()> {
-    fs::write(path, text).with_context(|| format!("writing {flag} {}", path.display()))
+/// Writes a whole report into the file opened at the start (emptied first: a report is
+/// written once, but never leave an old tail behind).
+fn write_file(file: &mut fs::File, path: &Path, flag: &str, text: &str) -> Result<()> {
+    use std::io::{Seek as _, Write as _};
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| file.write_all(text.as_bytes()))
+        .and_then(|()| file.flush())
+        .with_context(|| format!("cannot write {flag} {}", path.display()))
 }
 
-pub fn write(record: &Record, checks: &[Check]) -> Result<()> {
+pub fn write(record: &Record, checks: &[Check], files: &mut Reports) -> Result<()> {
     let breaches: Vec<&str> = checks
         .iter()
         .filter(|c| !c.ok)
@@ -139,8 +146,9 @@ pub fn write(record: &Record, checks: &[Check]) -> Result<()> {
     };
     let mut text = serde_json::to_string_pretty(&json).context("encoding the soak report")?;
     text.push('\n');
-    write_file(&record.json, "--report-json", &text)?;
+    write_file(&mut files.json, &record.json, "--report-json", &text)?;
     write_file(
+        &mut files.html,
         &record.html,
         "--report",
         &report::html(&html_report(record, checks)),
