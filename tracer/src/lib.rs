@@ -18,6 +18,9 @@ mod decode;
 mod enrich;
 mod error;
 mod event;
+#[cfg(feature = "fuzz")]
+#[doc(hidden)]
+pub mod fuzz;
 mod kernel;
 mod pipeline;
 mod ringbuf;

@@ -50,6 +50,7 @@ const STAGES: &[(&str, u8)] = &[
     ("sink", 8),
     ("cli", 9),
     ("cmd", 10),
+    ("fuzz", 10),
 ];
 
 fn rank(stage: &str) -> Option<u8> {

@@ -1,5 +1,6 @@
 //! Developer tasks: `cargo xtask setup | build | run -- ARGS | test | vmtest`.
 mod bench;
+mod fuzz;
 mod lint;
 mod setup;
 mod vmtest;
@@ -38,6 +39,12 @@ enum Task {
     Bench,
     /// Formatting, clippy (warnings are errors) and the stage order of tracer/src.
     Lint,
+    /// Every fuzz target for a bounded time (cargo-fuzz with the pinned nightly).
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = fuzz::DEFAULT_SECONDS)]
+        seconds: u32,
+    },
     /// Set up, lint, build, and run the unit and integration tests on the real kernel (as root).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
@@ -114,6 +121,7 @@ fn main() -> ExitCode {
         }),
         Task::Bench => setup::setup().and_then(|()| bench::bench()),
         Task::Lint => setup::setup().and_then(|()| lint::lint()),
+        Task::Fuzz { seconds } => setup::setup().and_then(|()| fuzz::fuzz(seconds)),
         Task::Test { args } => setup::setup().and_then(|()| {
             if !is_root() {
                 bail!("the tests load eBPF programs and create memory cgroups: run them as root");
@@ -129,7 +137,12 @@ fn main() -> ExitCode {
             if std::env::var_os("RUST_TEST_THREADS").is_none() {
                 test.env("RUST_TEST_THREADS", "1");
             }
-            run(&mut test)
+            run(&mut test)?;
+            // A filtered run is someone looking at a few tests: no fuzzing then.
+            if args.is_empty() {
+                fuzz::fuzz(fuzz::DEFAULT_SECONDS)?;
+            }
+            Ok(())
         }),
         Task::Vmtest { kernel } => setup::setup().and_then(|()| vmtest::vmtest(kernel.as_deref())),
     };

@@ -23,7 +23,7 @@ fn output(command: &mut Command) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn pinned_toolchain() -> Result<String> {
+pub fn pinned_toolchain() -> Result<String> {
     let path = workspace_root().join("bpf-toolchain");
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;

@@ -67,9 +67,9 @@ pub fn rows(
                 .or_default()
                 .entry(key.bucket)
                 .or_default();
-            bucket.count += delta.count;
-            bucket.sum_ns += delta.sum_ns;
-            bucket.failed += delta.failed;
+            bucket.count = bucket.count.saturating_add(delta.count);
+            bucket.sum_ns = bucket.sum_ns.saturating_add(delta.sum_ns);
+            bucket.failed = bucket.failed.saturating_add(delta.failed);
         }
     }
     grouped

@@ -26,7 +26,19 @@ fn stat_counters(
     hierarchical: bool,
     version: CgroupVersion,
 ) -> Option<[u64; MEMCG_SLOTS]> {
-    let text = fs::read_to_string(dir.join("memory.stat")).ok()?;
+    parse_counters(
+        &fs::read_to_string(dir.join("memory.stat")).ok()?,
+        hierarchical,
+        version,
+    )
+}
+
+/// The counters in memory.stat text; `None` when it has no `pgfault` (not a memcg's stat).
+pub fn parse_counters(
+    text: &str,
+    hierarchical: bool,
+    version: CgroupVersion,
+) -> Option<[u64; MEMCG_SLOTS]> {
     // v1 keeps local and total_ (hierarchical) items; v2's are all hierarchical.
     let prefix = if hierarchical && version == CgroupVersion::V1 {
         "total_"
@@ -80,7 +92,7 @@ pub fn all_totals(root: &Path, version: CgroupVersion) -> CgroupCounters {
                 children
                     .iter_mut()
                     .zip(child)
-                    .for_each(|(sum, c)| *sum += c);
+                    .for_each(|(sum, c)| *sum = sum.saturating_add(c));
             }
             stack.push((entry.path(), child_rel));
         }
@@ -118,7 +130,10 @@ pub fn kernel_totals(
     for (memcg, counts) in counters {
         let path = name(*memcg);
         let entry = totals.entry(path).or_default();
-        entry.iter_mut().zip(counts).for_each(|(sum, c)| *sum += c);
+        entry
+            .iter_mut()
+            .zip(counts)
+            .for_each(|(sum, c)| *sum = sum.saturating_add(*c));
     }
     totals
 }

@@ -38,16 +38,17 @@ impl StallStats {
         // Stalls past 60 s land in the top bucket; the exact total is kept separately.
         self.histogram.saturating_record(latency_ns.max(1));
         self.total_ns = self.total_ns.saturating_add(latency_ns);
-        self.pages_reclaimed += pages_reclaimed;
-        self.pages_scanned += pages_scanned;
+        // Page counts come from the kernel's records: never trusted not to overflow.
+        self.pages_reclaimed = self.pages_reclaimed.saturating_add(pages_reclaimed);
+        self.pages_scanned = self.pages_scanned.saturating_add(pages_scanned);
     }
 
     pub fn merge(&mut self, other: &StallStats) {
         // Same bounds on both sides, so adding cannot fail.
         let _ = self.histogram.add(&other.histogram);
         self.total_ns = self.total_ns.saturating_add(other.total_ns);
-        self.pages_reclaimed += other.pages_reclaimed;
-        self.pages_scanned += other.pages_scanned;
+        self.pages_reclaimed = self.pages_reclaimed.saturating_add(other.pages_reclaimed);
+        self.pages_scanned = self.pages_scanned.saturating_add(other.pages_scanned);
     }
 
     pub fn count(&self) -> u64 {

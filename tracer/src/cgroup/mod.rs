@@ -14,6 +14,8 @@ use anyhow::{Context as _, Result, bail};
 
 pub use filter::CgroupFilter;
 pub use proc::memcg_of_pid;
+#[cfg(feature = "fuzz")]
+pub use proc::{memcg_from_proc_cgroup, task_is_exiting};
 pub use resolver::CgroupResolver;
 pub use target::{Resolver, Target, cgroup_mounts};
 
@@ -108,12 +110,17 @@ pub(crate) fn unescape_mountinfo(field: &str) -> PathBuf {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
+        // \NNN is one byte: \000 to \377 (anything above is not an escape the kernel writes).
         let octal = bytes
             .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
+            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)))
+            .and_then(|d| {
+                let value = d.iter().fold(0u16, |v, b| v * 8 + u16::from(b - b'0'));
+                u8::try_from(value).ok()
+            });
         match (bytes[i], octal) {
-            (b'\\', Some(d)) => {
-                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+            (b'\\', Some(byte)) => {
+                out.push(byte);
                 i += 4;
             }
             (b, _) => {
@@ -187,6 +194,8 @@ mod tests {
             unescape_mountinfo("/trailing\\04"),
             PathBuf::from("/trailing\\04")
         );
+        // Found by the proc_files fuzz target: not a byte, so not an escape.
+        assert_eq!(unescape_mountinfo("/a\\777"), PathBuf::from("/a\\777"));
     }
 
     #[test]

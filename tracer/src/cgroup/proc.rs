@@ -19,7 +19,7 @@ pub fn memcg_of_pid(pid: u32, version: CgroupVersion) -> Option<String> {
 }
 
 /// PF_EXITING in the flags field of /proc/PID/stat.
-fn task_is_exiting(stat: &str) -> Option<bool> {
+pub fn task_is_exiting(stat: &str) -> Option<bool> {
     const PF_EXITING: u64 = 0x4;
     // comm may hold spaces and parentheses: fields resume after the last ')'.
     let after_comm = &stat[stat.rfind(')')? + 1..];

@@ -10,6 +10,8 @@ use aya::maps::{MapData, StackTraceMap};
 use memstall_common::{DecodeError, OomContextEvent, RawEvent};
 
 pub use stacks::Symbolizer;
+#[cfg(feature = "fuzz")]
+pub use stacks::{parse_maps, user_frame};
 
 use crate::{clock::BootClock, event::Event};
 

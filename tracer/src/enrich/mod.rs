@@ -6,7 +6,7 @@ pub mod kmsg;
 pub mod oom_score;
 pub mod postmortem;
 pub mod recent_stalls;
-mod snapshot;
+pub mod snapshot;
 
 use crate::{
     cgroup::{CgroupResolver, CgroupVersion, is_within},

@@ -22,14 +22,23 @@ pub fn badness(
     if adj == OOM_SCORE_ADJ_MIN {
         return None;
     }
-    let points = (rss_pages + swapents + pgtables_bytes / page_size.max(1)) as i64;
-    Some(points + i64::from(adj) * (totalpages / 1000) as i64)
+    // Figures from the kernel log: saturate rather than trust them to be sane.
+    let pages = rss_pages
+        .saturating_add(swapents)
+        .saturating_add(pgtables_bytes / page_size.max(1));
+    let points = i64::try_from(pages).unwrap_or(i64::MAX);
+    let per_adj = i64::try_from(totalpages / 1000).unwrap_or(i64::MAX);
+    Some(points.saturating_add(i64::from(adj).saturating_mul(per_adj)))
 }
 
 /// /proc/PID/oom_score's scale: (1000 + badness * 1000 / totalpages) * 2 / 3, here against the
 /// OOM domain's totalpages.
 pub fn normalized(points: i64, totalpages: u64) -> i64 {
-    (1000 + points * 1000 / totalpages.max(1) as i64) * 2 / 3
+    let total = i64::try_from(totalpages.max(1)).unwrap_or(i64::MAX);
+    1000_i64
+        .saturating_add(points.saturating_mul(1000) / total)
+        .saturating_mul(2)
+        / 3
 }
 
 /// Candidates from the kernel's task table, ranked as the OOM killer ranks them.
@@ -39,7 +48,7 @@ pub fn scoreboard(
     page_size: u64,
     victim_pid: u32,
 ) -> Vec<Candidate> {
-    let kb = |pages: u64| pages * page_size / 1024;
+    let kb = |pages: u64| pages.saturating_mul(page_size) / 1024;
     let mut candidates: Vec<Candidate> = tasks
         .iter()
         .map(|t| {
@@ -119,10 +128,18 @@ pub fn diagnose(breakdown: &Breakdown, usage_kb: u64, swap_available: bool) -> D
     // shmem/tmpfs pages sit in the page cache ("file") but only swap can move them.
     let page_cache = file.saturating_sub(shmem);
     let kernel = get("kernel").max(get("slab"));
-    let total = usage_kb.max(anon + file + kernel).max(1);
-    let reclaimable =
-        page_cache + get("slab_reclaimable") + if swap_available { anon + shmem } else { 0 };
-    let pct = |part: u64| part * 100 / total;
+    let total = usage_kb
+        .max(anon.saturating_add(file).saturating_add(kernel))
+        .max(1);
+    let swappable = if swap_available {
+        anon.saturating_add(shmem)
+    } else {
+        0
+    };
+    let reclaimable = page_cache
+        .saturating_add(get("slab_reclaimable"))
+        .saturating_add(swappable);
+    let pct = |part: u64| part.saturating_mul(100) / total;
     let swap_note = if swap_available {
         ""
     } else {
@@ -189,6 +206,12 @@ mod tests {
         assert_eq!(badness(9022, 0, 114688, 0, 8192, 4096), Some(9050));
         // adj scales by totalpages / 1000 with integer division first: 8192 / 1000 = 8.
         assert_eq!(badness(1000, 0, 0, 500, 8192, 4096), Some(1000 + 500 * 8));
+        // Found by the kmsg fuzz target: absurd figures from a log saturate, never panic.
+        assert_eq!(
+            badness(u64::MAX, u64::MAX, 0, 1000, u64::MAX, 4096),
+            Some(i64::MAX)
+        );
+        assert!(normalized(i64::MAX, 1) > 0);
         assert_eq!(badness(1000, 10, 0, -500, 8192, 4096), Some(1010 - 4000));
         assert_eq!(badness(1000, 0, 0, OOM_SCORE_ADJ_MIN, 8192, 4096), None);
         assert_eq!(normalized(8192, 8192), 1333);

@@ -46,7 +46,7 @@ fn read_u64(path: &Path) -> Option<u64> {
     fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
-fn keyed(text: &str) -> BTreeMap<String, u64> {
+pub fn keyed(text: &str) -> BTreeMap<String, u64> {
     text.lines()
         .filter_map(|l| {
             let (k, v) = l.split_once(' ')?;
@@ -56,7 +56,7 @@ fn keyed(text: &str) -> BTreeMap<String, u64> {
 }
 
 /// v1 prints local and `total_` (hierarchical) items; the domain includes its children.
-fn hierarchical(stats: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+pub fn hierarchical(stats: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
     let totals: BTreeMap<String, u64> = stats
         .iter()
         .filter_map(|(k, v)| Some((k.strip_prefix("total_")?.to_owned(), *v)))

@@ -25,7 +25,7 @@ impl RecentStalls {
         while self
             .stalls
             .front()
-            .is_some_and(|r| r.boot_ns + WINDOW_NS < boot_ns)
+            .is_some_and(|r| r.boot_ns.saturating_add(WINDOW_NS) < boot_ns)
             || self.stalls.len() >= MAX_KEPT
         {
             self.stalls.pop_front();
@@ -49,16 +49,16 @@ impl RecentStalls {
         for r in self
             .stalls
             .iter()
-            .filter(|r| r.boot_ns + WINDOW_NS >= now_boot_ns)
+            .filter(|r| r.boot_ns.saturating_add(WINDOW_NS) >= now_boot_ns)
         {
             if *known
                 .entry(r.memcg_id)
                 .or_insert_with(|| inside(r.memcg_id))
             {
                 before.stalls += 1;
-                before.stall_ns += r.latency_ns;
-                before.pages_reclaimed += r.pages;
-                before.pages_scanned += r.scanned;
+                before.stall_ns = before.stall_ns.saturating_add(r.latency_ns);
+                before.pages_reclaimed = before.pages_reclaimed.saturating_add(r.pages);
+                before.pages_scanned = before.pages_scanned.saturating_add(r.scanned);
             }
         }
         before
@@ -91,5 +91,15 @@ mod tests {
         );
         assert_eq!(asked, [7, 8], "each memcg named once");
         assert_eq!(recent.effort(3 * WINDOW_NS, |_| true).stalls, 0);
+    }
+
+    /// Found by the ring_record fuzz target: a record's time near the end of u64.
+    #[test]
+    fn late_timestamps_do_not_overflow() {
+        let mut recent = RecentStalls::default();
+        recent.push(u64::MAX - 5, 1, u64::MAX, u64::MAX, u64::MAX);
+        recent.push(u64::MAX, 1, u64::MAX, u64::MAX, u64::MAX);
+        let before = recent.effort(u64::MAX, |_| true);
+        assert_eq!((before.stalls, before.stall_ns), (2, u64::MAX));
     }
 }

@@ -54,46 +54,51 @@ pub fn cgroup_pids(dir: &Path) -> Vec<u32> {
 
 /// A task-table row from /proc, as close to the kernel's as /proc allows.
 pub fn snapshot_tasks(pids: impl Iterator<Item = u32>, page_size: u64) -> Vec<OomTask> {
-    let page_kb = (page_size / 1024).max(1);
     pids.filter_map(|pid| {
         let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let kb = |key: &str| -> u64 {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-                .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-                .unwrap_or(0)
-        };
         let adj = fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))
             .ok()
             .and_then(|text| text.trim().parse().ok())
             .unwrap_or(0);
-        let name = status
-            .lines()
-            .find_map(|l| l.strip_prefix("Name:"))
-            .unwrap_or("")
-            .trim()
-            .to_owned();
-        // Kernel threads have no mm and are never OOM candidates.
-        if kb("VmSize") == 0 {
-            return None;
-        }
-        Some(OomTask {
-            pid,
-            tgid: pid,
-            uid: 0,
-            total_vm_pages: kb("VmSize") / page_kb,
-            rss_pages: kb("VmRSS") / page_kb,
-            rss_anon_pages: Some(kb("RssAnon") / page_kb),
-            rss_file_pages: Some(kb("RssFile") / page_kb),
-            rss_shmem_pages: Some(kb("RssShmem") / page_kb),
-            pgtables_bytes: kb("VmPTE") * 1024,
-            swapents: kb("VmSwap") / page_kb,
-            oom_score_adj: adj,
-            name,
-        })
+        task_from_status(pid, &status, adj, page_size)
     })
     .collect()
+}
+
+/// A task-table row from /proc/PID/status text; `None` for a kernel thread (no mm: never an
+/// OOM candidate).
+pub fn task_from_status(pid: u32, status: &str, adj: i32, page_size: u64) -> Option<OomTask> {
+    let page_kb = (page_size / 1024).max(1);
+    let kb = |key: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let name = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Name:"))
+        .unwrap_or("")
+        .trim()
+        .to_owned();
+    if kb("VmSize") == 0 {
+        return None;
+    }
+    Some(OomTask {
+        pid,
+        tgid: pid,
+        uid: 0,
+        total_vm_pages: kb("VmSize") / page_kb,
+        rss_pages: kb("VmRSS") / page_kb,
+        rss_anon_pages: Some(kb("RssAnon") / page_kb),
+        rss_file_pages: Some(kb("RssFile") / page_kb),
+        rss_shmem_pages: Some(kb("RssShmem") / page_kb),
+        pgtables_bytes: kb("VmPTE").saturating_mul(1024),
+        swapents: kb("VmSwap") / page_kb,
+        oom_score_adj: adj,
+        name,
+    })
 }
 
 #[cfg(test)]

@@ -22,6 +22,14 @@ impl KernelBtf {
         Ok(Self { btf })
     }
 
+    /// BTF from bytes (the fuzz target).
+    #[cfg(feature = "fuzz")]
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        Ok(Self {
+            btf: Btf::from_bytes(bytes).context("parsing BTF")?,
+        })
+    }
+
     fn named_struct(&self, name: &str) -> Result<Struct> {
         self.btf
             .resolve_types_by_name(name)

@@ -19,6 +19,11 @@ pub type MemcgCounters = HashMap<u64, [u64; MEMCG_SLOTS]>;
 /// Charge/fault latency totals since load per (memcg id, kind, bucket).
 pub type LatencyCounters = HashMap<LatencyKey, LatencyValue>;
 
+/// Per-CPU values summed; the kernel's counters are not trusted not to overflow.
+fn sum<'a>(values: impl Iterator<Item = &'a u64>) -> u64 {
+    values.fold(0, |total, v| total.saturating_add(*v))
+}
+
 fn named<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a Map> {
     ebpf.map(name).ok_or_else(|| anyhow!("map {name} missing"))
 }
@@ -29,7 +34,7 @@ pub fn kswapd_wakeups(ebpf: &Ebpf) -> Result<Vec<(u64, u64)>> {
     let mut counts = Vec::new();
     for entry in &wakeups {
         let (memcg, per_cpu) = entry?;
-        counts.push((memcg, per_cpu.iter().sum()));
+        counts.push((memcg, sum(per_cpu.iter())));
     }
     Ok(counts)
 }
@@ -41,11 +46,11 @@ pub fn kswapd_totals(ebpf: &Ebpf) -> Result<KswapdTotals> {
         PerCpuArray::<_, KswapdTotals>::try_from(named(ebpf, map::KSWAPD_TOTALS)?)?.get(&0, 0)?;
     let mut totals = KswapdTotals::default();
     for cpu in per_cpu.iter() {
-        totals.runs += cpu.runs;
-        totals.wakes += cpu.wakes;
-        totals.awake_ns += cpu.awake_ns;
-        totals.pages_scanned += cpu.pages_scanned;
-        totals.pages_reclaimed += cpu.pages_reclaimed;
+        totals.runs = totals.runs.saturating_add(cpu.runs);
+        totals.wakes = totals.wakes.saturating_add(cpu.wakes);
+        totals.awake_ns = totals.awake_ns.saturating_add(cpu.awake_ns);
+        totals.pages_scanned = totals.pages_scanned.saturating_add(cpu.pages_scanned);
+        totals.pages_reclaimed = totals.pages_reclaimed.saturating_add(cpu.pages_reclaimed);
     }
     let awake: Vec<InFlight> = BpfHashMap::<_, u32, InFlight>::try_from(named(ebpf, map::KSWAPD)?)?
         .iter()
@@ -54,9 +59,11 @@ pub fn kswapd_totals(ebpf: &Ebpf) -> Result<KswapdTotals> {
     // Read after the runs, so none of them starts after `now`.
     let now = BootClock::now_boot_ns();
     for run in awake {
-        totals.awake_ns += now.saturating_sub(run.start_ns);
-        totals.pages_scanned += run.scanned;
-        totals.pages_reclaimed += run.reclaimed;
+        totals.awake_ns = totals
+            .awake_ns
+            .saturating_add(now.saturating_sub(run.start_ns));
+        totals.pages_scanned = totals.pages_scanned.saturating_add(run.scanned);
+        totals.pages_reclaimed = totals.pages_reclaimed.saturating_add(run.reclaimed);
     }
     Ok(totals)
 }
@@ -74,8 +81,8 @@ pub fn drops(ebpf: &Ebpf) -> Result<Drops> {
     let slots = PerCpuArray::<_, u64>::try_from(named(ebpf, map::DROPS)?)?;
     let mut drops = Drops::default();
     for (slot, per_cpu) in (0..DROP_SLOTS).zip(slots.iter()) {
-        let lost: u64 = per_cpu?.iter().sum();
-        drops.total += lost;
+        let lost = sum(per_cpu?.iter());
+        drops.total = drops.total.saturating_add(lost);
         if let Some(kind) = StallKind::ALL.into_iter().find(|k| k.drop_slot() == slot)
             && lost > 0
         {
@@ -96,7 +103,7 @@ pub fn memcg_counters(ebpf: &Ebpf) -> Result<MemcgCounters> {
             .or_default()
             .get_mut(key.slot as usize)
         {
-            *slot += per_cpu.iter().sum::<u64>();
+            *slot = slot.saturating_add(sum(per_cpu.iter()));
         }
     }
     Ok(totals)
@@ -110,9 +117,9 @@ pub fn latency_counters(ebpf: &Ebpf) -> Result<LatencyCounters> {
         let (key, per_cpu) = entry?;
         let total = totals.entry(key).or_default();
         for value in per_cpu.iter() {
-            total.count += value.count;
-            total.sum_ns += value.sum_ns;
-            total.failed += value.failed;
+            total.count = total.count.saturating_add(value.count);
+            total.sum_ns = total.sum_ns.saturating_add(value.sum_ns);
+            total.failed = total.failed.saturating_add(value.failed);
         }
     }
     Ok(totals)
