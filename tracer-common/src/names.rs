@@ -14,7 +14,9 @@ pub mod map {
     pub const MEMCG_COUNTERS: &str = "MEMCG_COUNTERS";
     pub const LATENCY: &str = "LATENCY";
     pub const MARK_VICTIM_FORMAT: &str = "MARK_VICTIM_FORMAT";
+    pub const TASKS: &str = "TASKS";
     pub const ALL: &[&str] = &[
+        TASKS,
         EVENTS,
         DROPS,
         STACKS,
@@ -35,7 +37,9 @@ pub mod global {
     pub const MEMCG_ITEMS: &str = "MEMCG_ITEMS";
     pub const FILTER: &str = "FILTER";
     pub const OOM_CONTROL_LAYOUT: &str = "OOM_CONTROL_LAYOUT";
+    pub const COMPACT_RESULT_ARG: &str = "COMPACT_RESULT_ARG";
     pub const ALL: &[&str] = &[
+        COMPACT_RESULT_ARG,
         KERNEL_LAYOUT,
         STACK_THRESHOLD_NS,
         MEMCG_ITEMS,
@@ -54,6 +58,10 @@ pub mod program {
     pub const CHARGE_EXIT: &str = "charge_exit";
     pub const FAULT_ENTER: &str = "fault_enter";
     pub const FAULT_EXIT: &str = "fault_exit";
+    pub const COMPACT_ENTER: &str = "compact_enter";
+    pub const COMPACT_EXIT: &str = "compact_exit";
+    pub const SWAPIN_ENTER: &str = "swapin_enter";
+    pub const SWAPIN_EXIT: &str = "swapin_exit";
     pub const COUNT_MEMCG_EVENTS: &str = "count_memcg_events";
     pub const DIRECT_RECLAIM_BEGIN: &str = "direct_reclaim_begin";
     pub const DIRECT_RECLAIM_END: &str = "direct_reclaim_end";
@@ -68,6 +76,11 @@ pub mod program {
     pub const WAKEUP_KSWAPD: &str = "wakeup_kswapd";
     pub const THROTTLED: &str = "throttled";
     pub const LRU_SHRINK_INACTIVE: &str = "lru_shrink_inactive";
+    pub const LRU_SHRINK_ACTIVE: &str = "lru_shrink_active";
+    pub const SHRINK_SLAB_START: &str = "shrink_slab_start";
+    pub const SHRINK_SLAB_END: &str = "shrink_slab_end";
+    pub const SCHED_SWITCH: &str = "sched_switch";
+    pub const BALANCE_DIRTY_PAGES: &str = "balance_dirty_pages";
     /// Programs attached by their own name.
     pub const SINGLE: &[&str] = &[
         OOM_MARK_VICTIM_BTF,
@@ -77,6 +90,10 @@ pub mod program {
         CHARGE_EXIT,
         FAULT_ENTER,
         FAULT_EXIT,
+        COMPACT_ENTER,
+        COMPACT_EXIT,
+        SWAPIN_ENTER,
+        SWAPIN_EXIT,
     ];
     /// Bases of tp_btf/raw_tp pairs.
     pub const BTF_OR_RAW: &[&str] = &[
@@ -94,5 +111,10 @@ pub mod program {
         WAKEUP_KSWAPD,
         THROTTLED,
         LRU_SHRINK_INACTIVE,
+        LRU_SHRINK_ACTIVE,
+        SHRINK_SLAB_START,
+        SHRINK_SLAB_END,
+        SCHED_SWITCH,
+        BALANCE_DIRTY_PAGES,
     ];
 }

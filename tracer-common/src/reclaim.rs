@@ -17,18 +17,38 @@ pub enum StallKind {
     NodeReclaim = 4,
     /// kswapd awake on a node, from wake to sleep (asynchronous: nobody blocks on it).
     KswapdWake = 5,
-    /// A reclaimer put to sleep by reclaim throttling (vmscan mm_vmscan_throttled).
+    /// A reclaimer put to sleep by reclaim throttling (vmscan mm_vmscan_throttled), inside a
+    /// reclaim.
     Throttled = 6,
+    /// Direct compaction: the allocation defragments memory itself (try_to_compact_pages).
+    Compaction = 7,
+    /// Waiting for a page that was evicted and is read back while the workload still uses it
+    /// (a workingset refault: thrashing).
+    Refault = 8,
+    /// Reading a page back from swap (swap_read_folio).
+    Swapin = 9,
+    /// Paused in balance_dirty_pages: the task dirtied page cache faster than it is written back.
+    DirtyThrottle = 10,
+    /// The memory.high penalty sleep on the way back to user space (after its reclaim).
+    HighThrottle = 11,
+    /// A slab shrinker inside a reclaim (mm_shrink_slab_start/end).
+    ShrinkSlab = 12,
 }
 
 impl StallKind {
-    pub const ALL: [StallKind; 6] = [
+    pub const ALL: [StallKind; 12] = [
         Self::DirectReclaim,
         Self::MemcgReclaim,
         Self::SoftlimitReclaim,
         Self::NodeReclaim,
         Self::KswapdWake,
         Self::Throttled,
+        Self::Compaction,
+        Self::Refault,
+        Self::Swapin,
+        Self::DirtyThrottle,
+        Self::HighThrottle,
+        Self::ShrinkSlab,
     ];
 
     pub const fn from_u32(value: u32) -> Option<Self> {
@@ -39,8 +59,24 @@ impl StallKind {
             4 => Some(Self::NodeReclaim),
             5 => Some(Self::KswapdWake),
             6 => Some(Self::Throttled),
+            7 => Some(Self::Compaction),
+            8 => Some(Self::Refault),
+            9 => Some(Self::Swapin),
+            10 => Some(Self::DirtyThrottle),
+            11 => Some(Self::HighThrottle),
+            12 => Some(Self::ShrinkSlab),
             _ => None,
         }
+    }
+
+    /// Bit of this kind in a task's set of open windows.
+    pub const fn bit(self) -> u32 {
+        1 << self as u32
+    }
+
+    /// A task waits here (everything but kswapd's own runs, which nobody waits for).
+    pub const fn is_task_stall(self) -> bool {
+        !matches!(self, Self::KswapdWake)
     }
 
     /// Slot of this kind's lost stalls in the drop counter.
@@ -57,6 +93,12 @@ impl StallKind {
             Self::NodeReclaim => "node_reclaim",
             Self::KswapdWake => "kswapd_wake",
             Self::Throttled => "throttled",
+            Self::Compaction => "compaction",
+            Self::Refault => "refault",
+            Self::Swapin => "swapin",
+            Self::DirtyThrottle => "dirty_throttle",
+            Self::HighThrottle => "high_throttle",
+            Self::ShrinkSlab => "shrink_slab",
         }
     }
 }
@@ -88,7 +130,17 @@ pub struct StallEvent {
     /// Stack ids in the STACKS map, or negative when not captured (below the threshold).
     pub kernel_stack_id: i32,
     pub user_stack_id: i32,
-    pub _reserved: u32,
+    /// Reclaim passes the kernel started over inside this call (do_try_to_free_pages's
+    /// `goto retry`, seen as the scan priority jumping back up): delay accounting counts each
+    /// as a reclaim of its own.
+    pub retries: u32,
+    /// CLOCK_BOOTTIME of the stall's first and last instant: nested stalls of one task (a
+    /// throttle inside a reclaim) are told apart by these.
+    pub start_ns: u64,
+    pub end_ns: u64,
+    /// ShrinkSlab: the shrinker's scan_objects function (symbolized by userspace). Compaction:
+    /// try_to_compact_pages's result (enum compact_result). Else 0.
+    pub detail: u64,
 }
 
 /// A reclaim stall in progress (eBPF side), or a node's kswapd run (read by userspace too).
@@ -105,6 +157,9 @@ pub struct InFlight {
     pub passes: u32,
     /// kswapd runs: whether the run goes to the ring buffer (kswapd's cgroup is watched).
     pub report: u32,
+    /// Restarts of the reclaim (see [`StallEvent::retries`]) and the last pass's priority.
+    pub retries: u32,
+    pub last_priority: i32,
 }
 
 impl InFlight {
@@ -119,6 +174,8 @@ impl InFlight {
             reclaimed: 0,
             passes: 0,
             report: 1,
+            retries: 0,
+            last_priority: i32::MAX,
         }
     }
 }

@@ -36,4 +36,12 @@ pub struct KernelLayout {
     /// Offset of `cgroup_subsys_state.parent`.
     pub css_parent: u32,
     pub _reserved: u32,
+    /// Bit offsets of task_struct's `in_iowait` and `in_memstall` bitfields (PSI marks a task
+    /// in a memory stall; in_iowait tells a read from a sleep), u32::MAX where unresolved.
+    pub task_in_iowait_bit: u32,
+    pub task_in_memstall_bit: u32,
+    /// Offset of `shrinker.scan_objects`, u32::MAX where unresolved.
+    pub shrinker_scan_objects: u32,
+    /// Offset of `task_struct.flags` (PF_KTHREAD: kernel threads are not a workload's stall).
+    pub task_flags: u32,
 }

@@ -2,12 +2,16 @@
 #![no_std]
 #![no_main]
 
+mod compaction;
 mod events;
 mod filter;
 mod latency;
 mod memcg;
 mod oom;
 mod reclaim;
+mod sleep;
+mod stall;
+mod swapin;
 mod task;
 
 #[cfg(not(test))]

@@ -1,34 +1,21 @@
 //! Reclaim stalls: vmscan begin/end pairs timed per task, kswapd wake→sleep per node,
-//! throttling, and the inactive-LRU passes (pages scanned vs reclaimed) inside each of them.
+//! throttling and slab shrinkers inside a reclaim, and the inactive-LRU passes (pages scanned
+//! vs reclaimed) inside each of them.
 //!
 //! Every hook exists twice: tp_btf (preferred) and raw_tp (no BTF needed to load); both see the
 //! tracepoint's TP_PROTO arguments, so they share one body.
 use aya_ebpf::{
-    EbpfContext, Global,
-    bindings::{BPF_F_NO_PREALLOC, BPF_F_USER_STACK, BPF_NOEXIST},
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
-    macros::{btf_tracepoint, map, raw_tracepoint},
-    maps::{LruHashMap, PerCpuArray, PerCpuHashMap, StackTrace},
-    programs::{BtfTracePointContext, RawTracePointContext, tracing::StackIdContext},
+    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
+    macros::map,
+    maps::{LruHashMap, PerCpuArray, PerCpuHashMap},
 };
-use memstall_common::{EventKind, InFlight, KswapdTotals, StallEvent, StallKind, TaskInfo};
+use memstall_common::{InFlight, KswapdTotals, StallKind};
 
 use crate::{
-    events::{EVENTS, count_stall_drop, header},
     filter::current_watched,
-    task::{current_info, layout},
+    stall::{self, Args, Stall, TASKS, begin, current_tid, emit, end, hook, in_flight, now},
+    task::{current_info, layout, read},
 };
-
-/// Stalls at least this long (ns) carry kernel and user stacks; set by the loader (--threshold).
-#[unsafe(no_mangle)]
-static STACK_THRESHOLD_NS: Global<u64> = Global::new(u64::MAX);
-
-#[map]
-static STACKS: StackTrace = StackTrace::with_max_entries(4096, 0);
-
-/// (tid << 8 | kind) → stall in progress. LRU so a task killed mid-reclaim cannot leak a slot.
-#[map]
-static IN_FLIGHT: LruHashMap<u64, InFlight> = LruHashMap::with_max_entries(16384, 0);
 
 /// kswapd per node: when it woke, for what order, and its passes since. Userspace reads the
 /// runs in progress too.
@@ -44,121 +31,51 @@ pub static KSWAPD_TOTALS: PerCpuArray<KswapdTotals> = PerCpuArray::with_max_entr
 pub static KSWAPD_WAKEUPS: PerCpuHashMap<u64, u64> =
     PerCpuHashMap::with_max_entries(16384, BPF_F_NO_PREALLOC);
 
-/// What both program flavours give: the tracepoint's arguments and a context for stacks.
-trait Args: EbpfContext + StackIdContext {
-    fn u64_arg(&self, n: usize) -> u64;
-}
+/// The kinds that are a reclaim: a throttle or a shrinker inside one is part of its time.
+const RECLAIMS: u32 = StallKind::DirectReclaim.bit()
+    | StallKind::MemcgReclaim.bit()
+    | StallKind::NodeReclaim.bit()
+    | StallKind::SoftlimitReclaim.bit();
 
-impl Args for BtfTracePointContext {
-    fn u64_arg(&self, n: usize) -> u64 {
-        self.arg(n)
-    }
-}
+/// Longest a throttled sleep runs past its timeout before the tracepoint fires (wake-up and
+/// run-queue delay): a recorded sleep start older than that belongs to something else.
+const THROTTLE_SLACK_NS: u64 = 20_000_000;
 
-impl Args for RawTracePointContext {
-    fn u64_arg(&self, n: usize) -> u64 {
-        self.arg(n)
-    }
-}
-
-fn now() -> u64 {
-    // SAFETY: no arguments, allowed in tracing programs.
-    unsafe { bpf_ktime_get_boot_ns() }
-}
-
-fn key(kind: StallKind) -> u64 {
-    (bpf_get_current_pid_tgid() & 0xffff_ffff) << 8 | kind as u64
-}
-
-fn begin(kind: StallKind, order: i32, gfp_flags: u64, nid: i32) {
-    if !current_watched(&layout()) {
-        return;
-    }
-    let _ = IN_FLIGHT.insert(key(kind), InFlight::new(now(), gfp_flags, order, nid), 0);
-}
-
-fn emit<C: Args>(
-    ctx: &C,
-    kind: StallKind,
-    task: TaskInfo,
-    flight: &InFlight,
-    latency_ns: u64,
-    nr_reclaimed: u64,
-    reason: u32,
-) {
-    let (kernel_stack_id, user_stack_id) = if latency_ns >= STACK_THRESHOLD_NS.load() {
-        (
-            ctx.get_stackid(&STACKS, 0).map_or(-1, |id| id as i32),
-            ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64)
-                .map_or(-1, |id| id as i32),
-        )
-    } else {
-        (-1, -1)
-    };
-    let event = StallEvent {
-        header: header(EventKind::Stall),
-        task,
-        stall_kind: kind as u32,
-        order: flight.order,
-        latency_ns,
-        gfp_flags: flight.gfp_flags,
-        nr_reclaimed,
-        pass_scanned: flight.scanned,
-        pass_reclaimed: flight.reclaimed,
-        passes: flight.passes,
-        nid: flight.nid,
-        reason,
-        kernel_stack_id,
-        user_stack_id,
-        _reserved: 0,
-    };
-    match EVENTS.reserve::<StallEvent>(0) {
-        Some(mut entry) => {
-            entry.write(event);
-            entry.submit(0);
-        }
-        None => count_stall_drop(kind),
-    }
-}
-
-fn end<C: Args>(ctx: &C, kind: StallKind, nr_reclaimed: u64) {
-    let key = key(kind);
-    // SAFETY: the value is copied out before the entry is removed.
-    let Some(flight) = (unsafe { IN_FLIGHT.get(&key) }).copied() else {
-        return;
-    };
-    let _ = IN_FLIGHT.remove(&key);
-    let latency = now().saturating_sub(flight.start_ns);
-    emit(
-        ctx,
-        kind,
-        current_info(&layout()),
-        &flight,
-        latency,
-        nr_reclaimed,
-        0,
-    );
-}
-
-/// Adds an inactive-LRU pass to the innermost stall of the current task, or to its node's
-/// kswapd run.
-fn shrink_inactive(nid: u32, scanned: u64, reclaimed: u64) {
+/// The innermost reclaim window of the current task, if one is open.
+fn open_reclaim() -> Option<*mut InFlight> {
     const INNERMOST_FIRST: [StallKind; 4] = [
         StallKind::SoftlimitReclaim,
         StallKind::DirectReclaim,
         StallKind::MemcgReclaim,
         StallKind::NodeReclaim,
     ];
-    for kind in INNERMOST_FIRST {
-        if let Some(flight) = IN_FLIGHT.get_ptr_mut(key(kind)) {
-            // SAFETY: the map value stays valid for the program's run.
-            unsafe {
-                (*flight).scanned += scanned;
-                (*flight).reclaimed += reclaimed;
-                (*flight).passes += 1;
-            }
-            return;
+    INNERMOST_FIRST.into_iter().find_map(in_flight)
+}
+
+/// Inside one reclaim the scan priority only falls, pass after pass; a rise is the kernel
+/// starting the reclaim over (each restart is a reclaim of its own to delay accounting).
+fn saw_priority(flight: *mut InFlight, priority: i32) {
+    // SAFETY: a map value, valid for the program's run.
+    unsafe {
+        if priority > (*flight).last_priority {
+            (*flight).retries += 1;
         }
+        (*flight).last_priority = priority;
+    }
+}
+
+/// Adds an inactive-LRU pass to the innermost stall of the current task, or to its node's
+/// kswapd run.
+fn shrink_inactive(nid: u32, scanned: u64, reclaimed: u64, priority: i32) {
+    if let Some(flight) = open_reclaim() {
+        // SAFETY: the map value stays valid for the program's run.
+        unsafe {
+            (*flight).scanned += scanned;
+            (*flight).reclaimed += reclaimed;
+            (*flight).passes += 1;
+        }
+        saw_priority(flight, priority);
+        return;
     }
     if let Some(run) = KSWAPD.get_ptr_mut(nid) {
         // SAFETY: as above; kswapd of a node runs on one CPU at a time.
@@ -179,7 +96,7 @@ fn direct_begin<C: Args>(ctx: &C) {
     );
 }
 fn direct_end<C: Args>(ctx: &C) {
-    end(ctx, StallKind::DirectReclaim, ctx.u64_arg(0));
+    end(ctx, StallKind::DirectReclaim, ctx.u64_arg(0), 0);
 }
 fn memcg_begin<C: Args>(ctx: &C) {
     begin(
@@ -190,7 +107,7 @@ fn memcg_begin<C: Args>(ctx: &C) {
     );
 }
 fn memcg_end<C: Args>(ctx: &C) {
-    end(ctx, StallKind::MemcgReclaim, ctx.u64_arg(0));
+    end(ctx, StallKind::MemcgReclaim, ctx.u64_arg(0), 0);
 }
 fn softlimit_begin<C: Args>(ctx: &C) {
     begin(
@@ -201,7 +118,7 @@ fn softlimit_begin<C: Args>(ctx: &C) {
     );
 }
 fn softlimit_end<C: Args>(ctx: &C) {
-    end(ctx, StallKind::SoftlimitReclaim, ctx.u64_arg(0));
+    end(ctx, StallKind::SoftlimitReclaim, ctx.u64_arg(0), 0);
 }
 fn node_begin<C: Args>(ctx: &C) {
     begin(
@@ -212,7 +129,7 @@ fn node_begin<C: Args>(ctx: &C) {
     );
 }
 fn node_end<C: Args>(ctx: &C) {
-    end(ctx, StallKind::NodeReclaim, ctx.u64_arg(0));
+    end(ctx, StallKind::NodeReclaim, ctx.u64_arg(0), 0);
 }
 
 /// kswapd_wake(nid, zid, order), in kswapd's own context. It fires at every balancing pass,
@@ -238,7 +155,8 @@ fn kswapd_sleep<C: Args>(ctx: &C) {
         return;
     };
     let _ = KSWAPD.remove(&nid);
-    let latency = now().saturating_sub(run.start_ns);
+    let end_ns = now();
+    let latency = end_ns.saturating_sub(run.start_ns);
     if let Some(totals) = KSWAPD_TOTALS.get_ptr_mut(0) {
         // SAFETY: this CPU's slot, valid for the program's run.
         unsafe {
@@ -251,15 +169,15 @@ fn kswapd_sleep<C: Args>(ctx: &C) {
     if run.report == 0 {
         return;
     }
-    emit(
-        ctx,
-        StallKind::KswapdWake,
-        current_info(&layout()),
-        &run,
-        latency,
-        run.reclaimed,
-        0,
-    );
+    let stall = Stall {
+        kind: StallKind::KswapdWake,
+        start_ns: run.start_ns,
+        end_ns,
+        nr_reclaimed: run.reclaimed,
+        reason: 0,
+        detail: 0,
+    };
+    emit(ctx, &stall, current_info(&layout()), &run, true);
 }
 
 /// wakeup_kswapd(nid, zid, order, gfp): an allocation found its zone under the low watermark.
@@ -277,44 +195,85 @@ fn wakeup_kswapd<C: Args>(_ctx: &C) {
     }
 }
 
-/// throttled(nid, usec_timeout, usec_delayed, reason): fires after the sleep, in the sleeper.
+/// throttled(nid, usec_timeout, usec_delayed, reason): fires once, after the sleep, in the
+/// sleeper. The sleep began at the task's last switch-out inside its reclaim (recorded by the
+/// sched_switch hook); the kernel's own `usec_delayed` is rounded to jiffies and stands in only
+/// where that hook is missing.
 fn throttled<C: Args>(ctx: &C) {
+    let end_ns = now();
     if !current_watched(&layout()) {
         return;
     }
-    let delayed_us = ctx.u64_arg(2) as u32 as u64;
-    let run = InFlight::new(0, 0, -1, ctx.u64_arg(0) as i32);
-    emit(
+    let timeout_ns = u64::from(ctx.u64_arg(1) as u32) * 1000;
+    let delayed_ns = u64::from(ctx.u64_arg(2) as u32) * 1000;
+    // SAFETY: read by value.
+    let slept_at = unsafe { TASKS.get(&current_tid()) }.map_or(0, |s| s.last_sleep);
+    let earliest = end_ns.saturating_sub(timeout_ns + THROTTLE_SLACK_NS);
+    let start_ns = if slept_at >= earliest && slept_at <= end_ns {
+        slept_at
+    } else {
+        // Jiffy-rounded: never let it reach back before the reclaim it is part of.
+        // SAFETY: read by value.
+        let window = open_reclaim().map_or(0, |f| unsafe { (*f).start_ns });
+        end_ns.saturating_sub(delayed_ns).max(window)
+    };
+    let stall = Stall {
+        kind: StallKind::Throttled,
+        start_ns,
+        end_ns,
+        nr_reclaimed: 0,
+        reason: ctx.u64_arg(3) as u32,
+        detail: 0,
+    };
+    let flight = InFlight::new(start_ns, 0, -1, ctx.u64_arg(0) as i32);
+    emit(ctx, &stall, current_info(&layout()), &flight, true);
+}
+
+/// mm_shrink_slab_start(shrinker, sc, nr_objects, cache_items, delta, total_scan, priority):
+/// a shrinker runs; a stall of its own only inside a task's reclaim (kswapd's are not).
+fn shrink_slab_start<C: Args>(ctx: &C) {
+    if stall::open_windows(current_tid()) & RECLAIMS != 0 {
+        if let Some(flight) = open_reclaim() {
+            saw_priority(flight, ctx.u64_arg(6) as i32);
+        }
+        begin(StallKind::ShrinkSlab, -1, 0, -1);
+    }
+}
+
+/// lru_shrink_active(nid, nr_taken, nr_active, nr_deactivated, nr_referenced, priority, file):
+/// only its priority matters (a pass that deactivates without reclaiming still scans).
+fn lru_shrink_active<C: Args>(ctx: &C) {
+    if let Some(flight) = open_reclaim() {
+        saw_priority(flight, ctx.u64_arg(5) as i32);
+    }
+}
+
+/// mm_shrink_slab_end(shrinker, nid, freed, unused, new_scan, total_scan): the shrinker is
+/// named by its scan_objects function.
+fn shrink_slab_end<C: Args>(ctx: &C) {
+    let layout = layout();
+    let scan_objects: u64 = if layout.shrinker_scan_objects == u32::MAX {
+        0
+    } else {
+        read(ctx.u64_arg(0), layout.shrinker_scan_objects).unwrap_or(0)
+    };
+    let freed = ctx.u64_arg(2) as i32;
+    end(
         ctx,
-        StallKind::Throttled,
-        current_info(&layout()),
-        &run,
-        delayed_us * 1000,
-        0,
-        ctx.u64_arg(3) as u32,
+        StallKind::ShrinkSlab,
+        u64::try_from(freed).unwrap_or(0),
+        scan_objects,
     );
 }
 
 /// lru_shrink_inactive(nid, nr_scanned, nr_reclaimed, stat, priority, file).
 fn lru_shrink_inactive<C: Args>(ctx: &C) {
-    shrink_inactive(ctx.u64_arg(0) as u32, ctx.u64_arg(1), ctx.u64_arg(2));
-}
-
-/// One tp_btf and one raw_tp program per tracepoint, named `<name>_btf` and `<name>_raw`.
-macro_rules! hook {
-    ($btf:ident, $raw:ident, $tracepoint:literal, $body:ident) => {
-        #[btf_tracepoint(function = $tracepoint)]
-        pub fn $btf(ctx: BtfTracePointContext) -> i32 {
-            $body(&ctx);
-            0
-        }
-
-        #[raw_tracepoint(tracepoint = $tracepoint)]
-        pub fn $raw(ctx: RawTracePointContext) -> i32 {
-            $body(&ctx);
-            0
-        }
-    };
+    shrink_inactive(
+        ctx.u64_arg(0) as u32,
+        ctx.u64_arg(1),
+        ctx.u64_arg(2),
+        ctx.u64_arg(4) as i32,
+    );
 }
 
 hook!(
@@ -388,6 +347,24 @@ hook!(
     throttled_raw,
     "mm_vmscan_throttled",
     throttled
+);
+hook!(
+    shrink_slab_start_btf,
+    shrink_slab_start_raw,
+    "mm_shrink_slab_start",
+    shrink_slab_start
+);
+hook!(
+    shrink_slab_end_btf,
+    shrink_slab_end_raw,
+    "mm_shrink_slab_end",
+    shrink_slab_end
+);
+hook!(
+    lru_shrink_active_btf,
+    lru_shrink_active_raw,
+    "mm_vmscan_lru_shrink_active",
+    lru_shrink_active
 );
 hook!(
     lru_shrink_inactive_btf,

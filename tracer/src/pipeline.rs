@@ -13,9 +13,12 @@ use serde::Serialize;
 
 use crate::{
     aggregate::{
-        KswapdActivity, Scope, StallAggregator, Summary, SummaryRow,
+        KswapdActivity, PressureAggregator, PressureRow, Scope, StallAggregator, Summary,
+        SummaryRow,
         counters::{CounterSources, PeriodCounters},
-        stalls::MAX_HISTOGRAMS,
+        pressure,
+        psi::PsiReader,
+        stalls::{MAX_HISTOGRAMS, REMOVED_NAME},
     },
     cgroup::{CgroupFilter, is_within},
     clock::BootClock,
@@ -68,6 +71,8 @@ pub struct Pipeline {
     /// Stalls at least this long are reported one by one; all go into the histograms.
     threshold_ns: u64,
     stalls: StallAggregator,
+    pressure: PressureAggregator,
+    psi: PsiReader,
     /// Histogram count at which removed cgroups are folded next.
     fold_at: usize,
     counters: PeriodCounters,
@@ -84,9 +89,13 @@ impl Pipeline {
         sinks: Vec<Box<dyn Sink>>,
         threshold_ns: u64,
     ) -> Self {
+        let mut psi = PsiReader::new(enricher.cgroups.root(), enricher.version());
+        psi.baseline(&pressure_cgroups(&filter));
         Self {
             decoder,
             enricher,
+            psi,
+            pressure: PressureAggregator::default(),
             filter,
             watched_ids: HashMap::new(),
             sinks,
@@ -144,6 +153,16 @@ impl Pipeline {
             raw.nr_reclaimed,
             raw.pass_scanned,
         );
+        if raw.retries > 0 {
+            self.stalls.record_retries(memcg_id, kind, raw.retries);
+        }
+        self.pressure.record(
+            raw.task.pid,
+            memcg_id,
+            kind,
+            (raw.start_ns, raw.end_ns),
+            raw.detail,
+        );
         self.enricher.saw_stall(
             raw.header.boot_ns,
             memcg_id,
@@ -152,7 +171,7 @@ impl Pipeline {
             raw.pass_scanned,
         );
         self.run.stalls += 1;
-        if self.stalls.histograms() > self.fold_at {
+        if self.stalls.histograms() + self.pressure.cgroups() > self.fold_at {
             self.fold_removed();
         }
         true
@@ -165,6 +184,7 @@ impl Pipeline {
         let cgroups = &mut self.enricher.cgroups;
         cgroups.scan();
         self.stalls.fold_removed(|id| cgroups.is_live(id));
+        self.pressure.fold_removed(|id| cgroups.is_live(id));
         self.watched_ids.retain(|id, _| cgroups.is_live(*id));
         let held = self.stalls.histograms();
         self.fold_at = MAX_HISTOGRAMS.max(held + held / 4);
@@ -264,8 +284,67 @@ impl Pipeline {
             memcg_pages: period.memcg_pages,
             faults: period.faults,
             latency: period.latency,
+            pressure: self.pressure_rows(scope),
             dropped: now.dropped.as_ref().map(|d| d.total),
         }
+    }
+
+    /// The period's pressure per cgroup, named, with PSI beside it; the watched cgroups (the
+    /// machine, when everything is watched) also when they did not stall, for their PSI.
+    fn pressure_rows(&mut self, scope: Scope) -> Vec<PressureRow> {
+        let measured = match scope {
+            Scope::Interval => self.pressure.end_interval(),
+            _ => self.pressure.totals(),
+        };
+        let mut rows: Vec<PressureRow> = measured
+            .into_iter()
+            .map(|(id, mut row)| {
+                row.cgroup = if pressure::is_removed(id) {
+                    REMOVED_NAME.to_owned()
+                } else {
+                    self.enricher.cgroups.name(id)
+                };
+                row.shrinkers = std::mem::take(&mut row.shrinkers)
+                    .into_iter()
+                    .map(|(address, ns)| (self.shrinker_name(&address), ns))
+                    .collect();
+                row
+            })
+            .collect();
+        for cgroup in pressure_cgroups(&self.filter) {
+            if !rows.iter().any(|r| r.cgroup == cgroup) {
+                rows.push(PressureRow {
+                    cgroup,
+                    ..PressureRow::default()
+                });
+            }
+        }
+        for row in &mut rows {
+            (row.psi_some_ns, row.psi_full_ns, row.psi_source) =
+                self.psi.delta(&row.cgroup, scope != Scope::Interval);
+        }
+        rows.retain(|r| r.stall_ns > 0 || r.psi_some_ns.is_some_and(|ns| ns > 0));
+        rows.sort_by(|a, b| {
+            b.stall_ns
+                .cmp(&a.stall_ns)
+                .then_with(|| a.cgroup.cmp(&b.cgroup))
+        });
+        rows
+    }
+
+    /// A shrinker's scan_objects function by name (`super_cache_scan`).
+    fn shrinker_name(&mut self, address: &str) -> String {
+        let Some(ip) = address
+            .strip_prefix("0x")
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+            .filter(|ip| *ip != 0)
+        else {
+            return "?".to_owned();
+        };
+        let symbol = self.decoder.symbolizer.kernel_symbol(ip);
+        symbol
+            .strip_suffix("+0x0")
+            .map_or(symbol.clone(), str::to_owned)
     }
 
     /// The run's totals, then the `run_end` record; flushes every sink.
@@ -321,6 +400,15 @@ impl Consumer for Pipeline {
         };
         self.emit_summary(&summary)?;
         Ok(self.filter.forget(relative))
+    }
+}
+
+/// The cgroups whose PSI is always shown: the watched ones, or the machine's.
+fn pressure_cgroups(filter: &CgroupFilter) -> Vec<String> {
+    if filter.is_everything() {
+        vec!["/".to_owned()]
+    } else {
+        filter.paths().to_vec()
     }
 }
 

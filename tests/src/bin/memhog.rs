@@ -27,6 +27,13 @@ struct Args {
     /// Write MIB MiB to FILE, e.g. on tmpfs: FILE:MIB. The file is left for the caller to remove.
     #[arg(long, value_name = "FILE:MIB")]
     write_file: Option<String>,
+    /// With --write-file: fdatasync after every N MiB (short reclaims, no dirty-page throttling).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    sync_every_mib: usize,
+    /// Read FILE (created with MIB MiB if missing) at COUNT random 4 KiB offsets: FILE:MIB:COUNT.
+    /// Through a cgroup smaller than the file, pages come back while still in use: refaults.
+    #[arg(long, value_name = "FILE:MIB:COUNT")]
+    random_reads: Option<String>,
     /// Allocate and touch MIB MiB of SysV shared memory (removed when the process exits).
     #[arg(long, value_name = "MIB", default_value_t = 0)]
     shm_mib: usize,
@@ -63,12 +70,46 @@ fn touch(ptr: *mut u8, len: usize) {
     }
 }
 
-fn fill_file(path: &PathBuf, mib: usize) -> Result<()> {
+fn fill_file(path: &PathBuf, mib: usize, sync_every_mib: usize) -> Result<()> {
     let mut file =
         fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let chunk = vec![0x5au8; MIB];
-    for _ in 0..mib {
+    for written in 1..=mib {
         file.write_all(&chunk)?;
+        if sync_every_mib > 0 && written % sync_every_mib == 0 {
+            file.sync_data()?;
+        }
+    }
+    Ok(())
+}
+
+/// COUNT reads of 4 KiB at pseudo-random offsets (a fixed LCG: runs are alike).
+fn random_reads(spec: &str) -> Result<()> {
+    use std::os::unix::fs::FileExt as _;
+    let (rest, count) = spec.rsplit_once(':').context("expected FILE:MIB:COUNT")?;
+    let (path, mib) = split_spec(rest)?;
+    let count: u64 = count.parse().context("read count")?;
+    use std::os::fd::AsRawFd as _;
+    if fs::metadata(&path).map_or(0, |m| m.len() as usize) < mib * MIB {
+        fill_file(&path, mib, 0)?;
+    }
+    let file = fs::File::open(&path)?;
+    file.sync_all()?;
+    // Start cold, and read only what is asked: no readahead, so pages read twice are
+    // activated and come back as workingset refaults once evicted.
+    // SAFETY: advice on a descriptor this File owns.
+    unsafe {
+        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM);
+    }
+    let pages = (mib * MIB / 4096) as u64;
+    let mut buf = [0u8; 4096];
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    for _ in 0..count {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        file.read_exact_at(&mut buf, (state >> 33) % pages * 4096)?;
     }
     Ok(())
 }
@@ -116,7 +157,7 @@ fn main() -> Result<()> {
     if let Some(spec) = &args.page_cache {
         let (path, mib) = split_spec(spec)?;
         if fs::metadata(&path).map_or(0, |m| m.len() as usize) < mib * MIB {
-            fill_file(&path, mib)?;
+            fill_file(&path, mib, 0)?;
         }
         let mut buf = vec![0u8; MIB];
         let mut file = fs::File::open(&path)?;
@@ -124,7 +165,10 @@ fn main() -> Result<()> {
     }
     if let Some(spec) = &args.write_file {
         let (path, mib) = split_spec(spec)?;
-        fill_file(&path, mib)?;
+        fill_file(&path, mib, args.sync_every_mib)?;
+    }
+    if let Some(spec) = &args.random_reads {
+        random_reads(spec)?;
     }
     if args.shm_mib > 0 {
         let len = args.shm_mib * MIB;

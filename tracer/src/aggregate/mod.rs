@@ -4,6 +4,8 @@ pub mod counters;
 pub mod kswapd;
 pub mod latency;
 pub mod memory_stat;
+pub mod pressure;
+pub mod psi;
 pub mod stalls;
 
 use serde::Serialize;
@@ -11,6 +13,7 @@ use serde::Serialize;
 pub use counters::{FaultRow, FaultSource, MemcgPages};
 pub use kswapd::KswapdActivity;
 pub use latency::LatencyRow;
+pub use pressure::{PressureAggregator, PressureRow};
 #[cfg(test)]
 pub use stalls::StallStats;
 pub use stalls::{StallAggregator, SummaryRow};
@@ -56,6 +59,8 @@ pub struct Summary {
     pub faults: Vec<FaultRow>,
     /// Charge and page-fault latency per cgroup (`--latency`).
     pub latency: Vec<LatencyRow>,
+    /// Stall time per cgroup by cause, nested stalls once, with the kernel's PSI beside it.
+    pub pressure: Vec<PressureRow>,
     /// Events the kernel could not queue since start (ring buffer full), where known.
     pub dropped: Option<u64>,
 }

@@ -19,6 +19,7 @@ pub struct StallStats {
     total_ns: u64,
     pages_reclaimed: u64,
     pages_scanned: u64,
+    retries: u64,
 }
 
 impl Default for StallStats {
@@ -29,6 +30,7 @@ impl Default for StallStats {
             total_ns: 0,
             pages_reclaimed: 0,
             pages_scanned: 0,
+            retries: 0,
         }
     }
 }
@@ -49,6 +51,7 @@ impl StallStats {
         self.total_ns = self.total_ns.saturating_add(other.total_ns);
         self.pages_reclaimed = self.pages_reclaimed.saturating_add(other.pages_reclaimed);
         self.pages_scanned = self.pages_scanned.saturating_add(other.pages_scanned);
+        self.retries = self.retries.saturating_add(other.retries);
     }
 
     pub fn count(&self) -> u64 {
@@ -93,6 +96,7 @@ impl StallStats {
             max_ns: self.histogram.max(),
             pages_reclaimed: self.pages_reclaimed,
             pages_scanned: self.pages_scanned,
+            retries: self.retries,
             buckets: self.log2_buckets(),
         }
     }
@@ -121,6 +125,10 @@ pub struct SummaryRow {
     /// Pages the reclaim calls reported as reclaimed, and pages their LRU passes scanned.
     pub pages_reclaimed: u64,
     pub pages_scanned: u64,
+    /// Reclaims the kernel started over inside these stalls (delay accounting counts each
+    /// restart as a reclaim: `count + retries` is its freepages count).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub retries: u64,
     pub buckets: Vec<Bucket>,
 }
 
@@ -130,6 +138,11 @@ pub struct SummaryRow {
 pub struct StallAggregator {
     total: HashMap<(u64, StallKind), StallStats>,
     interval: HashMap<(u64, StallKind), StallStats>,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The id removed cgroups' statistics fold into (see [`StallAggregator::fold_removed`]).
@@ -178,6 +191,12 @@ impl StallAggregator {
             }
         }
         folded
+    }
+
+    /// Restarts inside a stall just recorded.
+    pub fn record_retries(&mut self, memcg_id: u64, kind: StallKind, retries: u32) {
+        let stats = self.interval.entry((memcg_id, kind)).or_default();
+        stats.retries = stats.retries.saturating_add(u64::from(retries));
     }
 
     /// Rows of the interval that just ended (folded into the run's totals), most total stall

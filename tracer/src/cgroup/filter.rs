@@ -30,6 +30,11 @@ impl CgroupFilter {
         !self.prefixes.is_empty()
     }
 
+    /// The watched cgroups (empty: everything).
+    pub fn paths(&self) -> &[String] {
+        &self.prefixes
+    }
+
     pub fn is_everything(&self) -> bool {
         self.prefixes.is_empty()
     }

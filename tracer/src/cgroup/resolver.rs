@@ -83,6 +83,11 @@ impl CgroupResolver {
         self.by_id.extend(present);
     }
 
+    /// Where the memory hierarchy is mounted.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// Whether memcg `id` was in the hierarchy at the last scan.
     pub fn is_live(&self, id: u64) -> bool {
         self.by_id.contains_key(&id) && !self.removed_set.contains(&id)

@@ -34,7 +34,8 @@ pub struct Symbolizer {
 }
 
 impl Symbolizer {
-    fn kernel_symbol(&mut self, ip: u64) -> String {
+    /// `name+0xoff` of a kernel address (kallsyms, read on first use).
+    pub fn kernel_symbol(&mut self, ip: u64) -> String {
         let symbols = self.kernel.get_or_insert_with(|| {
             aya::util::kernel_symbols().unwrap_or_else(|err| {
                 log::warn!("reading /proc/kallsyms: {err}; kernel stacks stay as addresses");

@@ -38,6 +38,10 @@ impl Enricher {
         }
     }
 
+    pub fn version(&self) -> CgroupVersion {
+        self.version
+    }
+
     /// Explain OOM kills from the kernel log and snapshots from now on.
     #[must_use]
     pub fn with_postmortem(mut self, postmortem: PostMortem) -> Self {

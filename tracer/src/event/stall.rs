@@ -24,6 +24,9 @@ pub struct Stall {
     /// Pages scanned by the inactive-LRU passes inside the stall, and how many passes.
     pub pages_scanned: u64,
     pub passes: u32,
+    /// Times the kernel started this reclaim over (each one a reclaim to delay accounting).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub retries: u32,
     /// Allocation order (kswapd: the order it was woken for); absent where unknown.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub order: Option<i32>,
@@ -33,6 +36,9 @@ pub struct Stall {
     /// Why a throttled reclaimer slept.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<ThrottleReason>,
+    /// shrink_slab: the shrinker (its scan_objects function).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shrinker: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub kernel_stack: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -40,6 +46,11 @@ pub struct Stall {
     /// Kubernetes / container / unit names of `cgroup` (filled in by enrichment).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub labels: Option<Labels>,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Why reclaim throttling put a task to sleep (the kernel's VMSCAN_THROTTLE_*).

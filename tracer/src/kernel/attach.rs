@@ -22,11 +22,16 @@ pub enum Hook {
     MemcgPages,
     ChargeLatency,
     FaultLatency,
+    ShrinkSlab,
+    MemstallSleeps,
+    DirtyThrottle,
+    Compaction,
+    Swapin,
 }
 
 impl Hook {
     #[cfg(test)]
-    pub const ALL: [Hook; 12] = [
+    pub const ALL: [Hook; 17] = [
         Self::OomKill,
         Self::OomContext,
         Self::DirectReclaim,
@@ -39,6 +44,11 @@ impl Hook {
         Self::MemcgPages,
         Self::ChargeLatency,
         Self::FaultLatency,
+        Self::ShrinkSlab,
+        Self::MemstallSleeps,
+        Self::DirtyThrottle,
+        Self::Compaction,
+        Self::Swapin,
     ];
 
     pub fn name(self) -> &'static str {
@@ -55,6 +65,11 @@ impl Hook {
             Self::MemcgPages => "memcg_pages",
             Self::ChargeLatency => "charge_latency",
             Self::FaultLatency => "fault_latency",
+            Self::ShrinkSlab => "shrink_slab",
+            Self::MemstallSleeps => "memstall_sleeps",
+            Self::DirtyThrottle => "dirty_throttle",
+            Self::Compaction => "compaction",
+            Self::Swapin => "swapin",
         }
     }
 }

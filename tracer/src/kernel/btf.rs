@@ -86,6 +86,63 @@ impl KernelBtf {
         Ok(None)
     }
 
+    /// Bit offset of `field` in `st`, bitfields included, through anonymous members.
+    fn member_bit(&self, st: &Struct, field: &str) -> Result<Option<u32>> {
+        for member in &st.members {
+            let name = self.btf.resolve_name(member).unwrap_or_default();
+            if name == field {
+                return Ok(Some(member.bit_offset()));
+            }
+            if name.is_empty() {
+                let inner = self.strip(self.btf.resolve_chained_type(member)?)?;
+                if let Type::Struct(inner) | Type::Union(inner) = inner
+                    && let Some(bit) = self.member_bit(&inner, field)?
+                {
+                    return Ok(Some(member.bit_offset() + bit));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// A one-bit flag's bit offset in `struct_name`, u32::MAX where the kernel lacks it (an
+    /// optional feature of the layout).
+    fn flag_bit(&self, struct_name: &str, field: &str) -> u32 {
+        self.named_struct(struct_name)
+            .and_then(|st| self.member_bit(&st, field))
+            .ok()
+            .flatten()
+            .unwrap_or(u32::MAX)
+    }
+
+    /// Byte offset of an optional field, u32::MAX where the kernel lacks it.
+    fn optional_offset(&self, struct_name: &str, field: &str) -> u32 {
+        self.offset_of(struct_name, field).unwrap_or(u32::MAX)
+    }
+
+    /// How many parameters kernel function `name` takes (where an fexit program finds its
+    /// return value).
+    pub fn parameter_count(&self, name: &str) -> Option<u32> {
+        let func = self
+            .btf
+            .resolve_types_by_name(name)
+            .ok()?
+            .into_iter()
+            .find(|ty| matches!(ty, Type::Func(_)))?;
+        let Type::Func(func) = func else {
+            return None;
+        };
+        match self.btf.resolve_chained_type(&func).ok()? {
+            Type::FuncProto(proto) => u32::try_from(proto.parameters.len()).ok(),
+            _ => None,
+        }
+    }
+
+    /// Whether the kernel has a function called `name` (kernels rename them).
+    pub fn has_function(&self, name: &str) -> bool {
+        self.parameter_count(name).is_some()
+    }
+
     fn offset(&self, struct_name: &str, field: &str) -> Result<(u32, Type)> {
         let st = self.named_struct(struct_name)?;
         self.member(&st, field)?
@@ -194,6 +251,10 @@ impl KernelBtf {
             memcg_css: self.offset_of("mem_cgroup", "css")?,
             css_parent: self.offset_of("cgroup_subsys_state", "parent")?,
             _reserved: 0,
+            task_in_iowait_bit: self.flag_bit("task_struct", "in_iowait"),
+            task_in_memstall_bit: self.flag_bit("task_struct", "in_memstall"),
+            shrinker_scan_objects: self.optional_offset("shrinker", "scan_objects"),
+            task_flags: self.offset_of("task_struct", "flags")?,
         })
     }
 
@@ -269,6 +330,11 @@ mod tests {
         let btf = KernelBtf::open(Path::new(VMLINUX_BTF)).unwrap();
         let layout = btf.layout(4096).unwrap();
         assert_eq!(layout.valid, 1);
+        // PSI's flags are bits of one word, in_iowait first (6.18: bits 9544 and 9550).
+        assert!(layout.task_in_iowait_bit < layout.task_in_memstall_bit);
+        assert!(layout.task_in_memstall_bit - layout.task_in_iowait_bit < 32);
+        assert_ne!(layout.shrinker_scan_objects, u32::MAX);
+        assert_eq!(btf.parameter_count("try_to_compact_pages"), Some(6));
         assert_eq!(layout.page_kb_shift, 2);
         assert_eq!(
             layout.task_tgid,

@@ -31,6 +31,11 @@ pub struct KernelInfo {
     pub oom_control_layout: OomControlLayout,
     /// Whether tp_btf oom/mark_victim passes the victim's task_struct.
     pub mark_victim_passes_task: Result<bool, String>,
+    /// try_to_compact_pages, where BTF has it, and its parameter count (the fexit's return
+    /// value slot); the swap-in read function (renamed in 6.6).
+    pub compaction_function: Option<&'static str>,
+    pub compact_result_arg: u32,
+    pub swapin_function: Option<&'static str>,
     /// The user asked for classic tracepoints only (`--force-tracepoints`).
     pub force_tracepoints: bool,
 }
@@ -39,18 +44,24 @@ impl KernelInfo {
     pub fn read(btf_path: &Path, force_tracepoints: bool) -> Result<Self> {
         // One parse of vmlinux BTF at a time: btf-rs answers the layout questions and is gone
         // before aya parses its own copy (each holds tens of MiB).
-        let (layout, memcg_items, oom_control_layout, mark_victim_passes_task) = {
+        let (layout, memcg_items, oom_control_layout, mark_victim_passes_task, functions) = {
             let btf = KernelBtf::open(btf_path)?;
             // SAFETY: sysconf has no memory-safety preconditions.
             let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
+            let compact_args = btf.parameter_count("try_to_compact_pages");
+            let swapin = ["swap_read_folio", "swap_readpage"]
+                .into_iter()
+                .find(|f| btf.has_function(f));
             (
                 btf.layout(page_size).map_err(|e| format!("{e:#}")),
                 btf.memcg_items(),
                 btf.oom_control_layout(),
                 btf.tracepoint_first_arg_is_task("mark_victim")
                     .map_err(|e| format!("{e:#}")),
+                (compact_args, swapin),
             )
         };
+        let (compact_args, swapin_function) = functions;
         let aya_btf = Btf::parse_file(btf_path, Endianness::default())
             .with_context(|| format!("parsing BTF {}", btf_path.display()))?;
         Ok(Self {
@@ -59,6 +70,9 @@ impl KernelInfo {
             memcg_items,
             oom_control_layout,
             mark_victim_passes_task,
+            compaction_function: compact_args.map(|_| "try_to_compact_pages"),
+            compact_result_arg: compact_args.unwrap_or(6),
+            swapin_function,
             force_tracepoints,
         })
     }
@@ -159,6 +173,7 @@ impl Tracer {
             .override_global(global::MEMCG_ITEMS, &kernel.memcg_items(count_faults), true)
             .override_global(global::FILTER, &filter, true)
             .override_global(global::OOM_CONTROL_LAYOUT, &kernel.oom_control_layout, true)
+            .override_global(global::COMPACT_RESULT_ARG, &kernel.compact_result_arg, true)
             .load(object)
             .context("loading the eBPF object")?;
         // Before any program attaches, so no event of an unwatched cgroup slips through.
@@ -168,6 +183,8 @@ impl Tracer {
         if memcg_events {
             hooks.push(hooks::memcg::attach(&mut ebpf, kernel));
         }
+        hooks.extend(hooks::sleep::attach(&mut ebpf, kernel));
+        hooks.extend(hooks::compaction::attach(&mut ebpf, kernel));
         hooks.push(hooks::oom::attach_context(&mut ebpf, kernel));
         if latency {
             hooks.extend(hooks::latency::attach(&mut ebpf, kernel));

@@ -5,7 +5,9 @@ use anyhow::{Context as _, Result};
 use serde::Serialize;
 
 use crate::{
-    aggregate::{FaultRow, KswapdActivity, LatencyRow, MemcgPages, Scope, Summary, SummaryRow},
+    aggregate::{
+        FaultRow, KswapdActivity, LatencyRow, MemcgPages, PressureRow, Scope, Summary, SummaryRow,
+    },
     event::Event,
     pipeline::{RunSummary, Sink},
 };
@@ -91,6 +93,15 @@ struct FaultsLine<'a> {
 }
 
 #[derive(Serialize)]
+#[serde(tag = "type", rename = "pressure")]
+struct PressureLine<'a> {
+    #[serde(flatten)]
+    period: &'a Period,
+    #[serde(flatten)]
+    pressure: &'a PressureRow,
+}
+
+#[derive(Serialize)]
 #[serde(tag = "type", rename = "latency")]
 struct LatencyLine<'a> {
     #[serde(flatten)]
@@ -138,6 +149,12 @@ impl<W: Write> Sink for JsonSink<W> {
             self.line(&MemcgPagesLine {
                 period: &period,
                 pages,
+            })?;
+        }
+        for pressure in &summary.pressure {
+            self.line(&PressureLine {
+                period: &period,
+                pressure,
             })?;
         }
         for latency in &summary.latency {
@@ -256,6 +273,13 @@ mod tests {
                 ..Default::default()
             }],
             latency: Vec::new(),
+            pressure: vec![PressureRow {
+                cgroup: "/svc".into(),
+                stall_ns: 2_000_000,
+                by_cause: [("direct_reclaim", 2_000_000)].into(),
+                tasks: 1,
+                ..Default::default()
+            }],
             dropped: None,
         };
         let mut sink = JsonSink::new(Vec::new());
@@ -289,6 +313,11 @@ mod tests {
         assert_eq!(lines[3]["type"], "memcg_pages");
         assert_eq!(lines[3]["scanned_direct"], 10);
         assert_eq!(lines[3]["efficiency"], 0.5);
+        assert_eq!(lines[4]["type"], "pressure");
+        assert_eq!(lines[4]["stall_ns"], 2_000_000);
+        assert_eq!(lines[4]["by_cause"]["direct_reclaim"], 2_000_000);
+        assert_eq!(lines[4]["psi_some_ns"], serde_json::Value::Null);
+        let lines = &lines[1..];
         assert_eq!(lines[4]["type"], "faults");
         assert_eq!(
             (

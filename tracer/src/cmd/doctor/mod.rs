@@ -127,6 +127,19 @@ const HOOK_ROLES: &[(Hook, &str, &str)] = &[
         MEMCG_COST,
     ),
     (
+        Hook::ShrinkSlab,
+        "slab shrinker time inside reclaim, by shrinker",
+        "",
+    ),
+    (
+        Hook::MemstallSleeps,
+        "refault (thrashing) waits and memory.high penalty sleeps",
+        "",
+    ),
+    (Hook::DirtyThrottle, "dirty-page throttling pauses", ""),
+    (Hook::Compaction, "direct compaction stalls", ""),
+    (Hook::Swapin, "swap-in stalls", ""),
+    (
         Hook::ChargeLatency,
         "charge latency per cgroup",
         "--latency; runs on every charge",

@@ -1,5 +1,7 @@
 //! The attaching half of each hook family, one file per family like the kernel side's.
+pub mod compaction;
 pub mod latency;
 pub mod memcg;
 pub mod oom;
 pub mod reclaim;
+pub mod sleep;

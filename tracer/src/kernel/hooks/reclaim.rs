@@ -53,7 +53,17 @@ const HOOKS: &[(Hook, &[(&str, &str)])] = &[
     (Hook::Throttled, &[(p::THROTTLED, "mm_vmscan_throttled")]),
     (
         Hook::ReclaimPasses,
-        &[(p::LRU_SHRINK_INACTIVE, "mm_vmscan_lru_shrink_inactive")],
+        &[
+            (p::LRU_SHRINK_INACTIVE, "mm_vmscan_lru_shrink_inactive"),
+            (p::LRU_SHRINK_ACTIVE, "mm_vmscan_lru_shrink_active"),
+        ],
+    ),
+    (
+        Hook::ShrinkSlab,
+        &[
+            (p::SHRINK_SLAB_START, "mm_shrink_slab_start"),
+            (p::SHRINK_SLAB_END, "mm_shrink_slab_end"),
+        ],
     ),
 ];
 

@@ -1,6 +1,8 @@
 //! One readable line per event (with stacks and the OOM post-mortem on the lines below it).
 use std::fmt;
 
+use memstall_common::StallKind;
+
 use crate::{
     clock::format_unix_ns,
     event::{Event, OomKill, Stall},
@@ -23,15 +25,28 @@ impl fmt::Display for EventLine<'_> {
 fn stall(stall: &Stall, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     write!(
         f,
-        "{} STALL {} {} {} pid {} in {}: reclaimed {} pages",
+        "{} STALL {} {} {} pid {} in {}",
         format_unix_ns(stall.time_ns),
         stall.kind.name(),
         Ms(stall.latency_ns),
         escape(&stall.comm),
         stall.pid,
         escape(stall.cgroup.as_deref().unwrap_or("?")),
-        stall.pages,
     )?;
+    match stall.kind {
+        StallKind::ShrinkSlab => write!(
+            f,
+            ": shrinker {} freed {} objects",
+            escape(stall.shrinker.as_deref().unwrap_or("?")),
+            stall.pages
+        )?,
+        StallKind::DirectReclaim
+        | StallKind::MemcgReclaim
+        | StallKind::SoftlimitReclaim
+        | StallKind::NodeReclaim
+        | StallKind::KswapdWake => write!(f, ": reclaimed {} pages", stall.pages)?,
+        _ => {}
+    }
     if stall.passes > 0 {
         write!(
             f,
@@ -142,7 +157,6 @@ fn oom_kill(kill: &OomKill, f: &mut fmt::Formatter<'_>) -> fmt::Result {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use memstall_common::StallKind;
 
     #[test]
     fn outlier_line_reads_well() {
@@ -158,10 +172,12 @@ mod tests {
             pages: 32,
             pages_scanned: 64,
             passes: 2,
+            retries: 0,
             order: Some(0),
             gfp_flags: 0xcc0,
             nid: None,
             reason: None,
+            shrinker: None,
             kernel_stack: vec!["try_charge_memcg+0x1a".into()],
             user_stack: vec![],
             labels: None,

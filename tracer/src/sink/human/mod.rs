@@ -1,5 +1,6 @@
 //! For people: one line per event, a table and bcc-style log2 histograms per summary.
 mod lines;
+mod pressure;
 
 use std::io::Write;
 
@@ -139,6 +140,7 @@ pub fn write_table(out: &mut impl Write, summary: &Summary) -> std::io::Result<(
             )?;
         }
     }
+    pressure::write_pressure(out, summary)?;
     if !summary.faults.is_empty() {
         writeln!(
             out,
@@ -260,10 +262,12 @@ mod tests {
             pages: 0,
             pages_scanned: 0,
             passes: 0,
+            retries: 0,
             order: None,
             gfp_flags: 0,
             nid: None,
             reason: None,
+            shrinker: None,
             kernel_stack: vec!["evil\x1b[Kframe".into()],
             user_stack: vec!["sym\nforged line".into()],
             labels: None,

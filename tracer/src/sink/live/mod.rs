@@ -57,15 +57,14 @@ impl KindStats {
 #[derive(Clone, Debug, Default)]
 struct CgroupRow {
     kinds: BTreeMap<&'static str, KindStats>,
+    /// Time its tasks stalled, nested stalls once (the pressure rows' `stall_ns`).
+    stall_ns: u64,
     faults_per_s: f64,
     major_per_s: f64,
     oom_kills: u64,
 }
 
 impl CgroupRow {
-    fn stall_ns(&self) -> u64 {
-        self.kinds.values().map(|k| k.total_ns).sum()
-    }
     fn stalls(&self) -> u64 {
         self.kinds.values().map(|k| k.count).sum()
     }
@@ -118,6 +117,10 @@ impl State {
                 stats.buckets[k] += bucket.count;
             }
         }
+        for pressure in &summary.pressure {
+            let row = self.rows.entry(pressure.cgroup.clone()).or_default();
+            row.stall_ns = row.stall_ns.saturating_add(pressure.stall_ns);
+        }
         for row in self.rows.values_mut() {
             (row.faults_per_s, row.major_per_s) = (0.0, 0.0);
         }
@@ -131,7 +134,7 @@ impl State {
         let mut rows: Vec<_> = self.rows.iter().collect();
         rows.sort_by(|(an, a), (bn, b)| {
             match key {
-                SortKey::StallTime => b.stall_ns().cmp(&a.stall_ns()),
+                SortKey::StallTime => b.stall_ns.cmp(&a.stall_ns),
                 SortKey::Stalls => b.stalls().cmp(&a.stalls()),
                 SortKey::P99 => b.worst_p99().cmp(&a.worst_p99()),
                 SortKey::Faults => b.faults_per_s.total_cmp(&a.faults_per_s),
@@ -199,7 +202,7 @@ fn draw(frame: &mut Frame, state: &State, view: &mut View) {
         header_cells.extend(KINDS.iter().map(|k| format!("{k} n/p99")));
         header_cells.extend(["FAULTS/S".into(), "MAJOR/S".into(), "OOM".into()]);
         let table_rows = rows.iter().map(|(name, row)| {
-            let mut cells = vec![escaped(name.as_str()), Ms(row.stall_ns()).to_string()];
+            let mut cells = vec![escaped(name.as_str()), Ms(row.stall_ns).to_string()];
             cells.extend(KINDS.iter().map(|kind| match row.kinds.get(kind) {
                 Some(k) if k.count > 0 => format!("{} / <{}", k.count, Ms(k.quantile_ns(0.99) + 1)),
                 _ => "-".into(),

@@ -16,6 +16,11 @@ fn summary(cgroup: &str, ns: &[u64], faults: f64) -> Summary {
             minor_per_s: faults,
             ..Default::default()
         }],
+        pressure: vec![crate::aggregate::PressureRow {
+            cgroup: cgroup.into(),
+            stall_ns: ns.iter().sum(),
+            ..Default::default()
+        }],
         ..Default::default()
     }
 }

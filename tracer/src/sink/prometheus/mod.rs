@@ -17,6 +17,7 @@ use prometheus_client::{
 
 mod histogram;
 pub mod http;
+mod pressure;
 
 pub use histogram::StallHistogram;
 use histogram::lock;
@@ -69,6 +70,7 @@ struct HookLabels {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    pressure: pressure::PressureMetrics,
     stalls: Family<StallLabels, StallHistogram>,
     faults: Family<FaultLabels, Counter>,
     lru_scanned: Family<LruLabels, Counter>,
@@ -95,8 +97,11 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let pressure = pressure::PressureMetrics::register(&mut registry);
         let mut metrics = Self {
-            registry: Registry::default(),
+            registry,
+            pressure,
             stalls: Family::default(),
             faults: Family::default(),
             lru_scanned: Family::default(),
@@ -113,7 +118,7 @@ impl Metrics {
         let registry = &mut metrics.registry;
         registry.register_with_unit(
             "memstall_stall",
-            "Memory reclaim stall latency per memory cgroup and stall kind",
+            "Memory stall latency per memory cgroup and stall kind",
             Unit::Seconds,
             metrics.stalls.clone(),
         );
@@ -178,6 +183,7 @@ impl Metrics {
         if summary.scope != Scope::Interval {
             return;
         }
+        self.pressure.add(&summary.pressure);
         for row in &summary.rows {
             self.stalls
                 .get_or_create(&StallLabels {

@@ -242,3 +242,48 @@ fn hostile_cgroup_names_stay_inside_their_label() {
         "a label forged a sample: {text}"
     );
 }
+
+#[test]
+fn pressure_by_cause_and_psi() {
+    let mut metrics = Metrics::new();
+    let row = crate::aggregate::PressureRow {
+        cgroup: "/svc".into(),
+        stall_ns: 3_000_000_000,
+        by_cause: [
+            ("memcg_reclaim", 2_000_000_000),
+            ("throttled", 1_000_000_000),
+        ]
+        .into(),
+        tasks: 1,
+        psi_some_ns: Some(1_500_000_000),
+        psi_full_ns: None,
+        ..Default::default()
+    };
+    for _ in 0..2 {
+        metrics.summary(&Summary {
+            pressure: vec![row.clone()],
+            ..interval(Vec::new())
+        });
+    }
+    let text = metrics.render();
+    for (series, want) in [
+        (
+            "memstall_memory_stall_seconds_total{cgroup=\"/svc\",cause=\"memcg_reclaim\"}",
+            "4.0",
+        ),
+        (
+            "memstall_memory_stall_seconds_total{cgroup=\"/svc\",cause=\"throttled\"}",
+            "2.0",
+        ),
+        (
+            "memstall_psi_memory_some_seconds_total{cgroup=\"/svc\"}",
+            "3.0",
+        ),
+    ] {
+        assert_eq!(sample(&text, series), Some(want), "{series} in\n{text}");
+    }
+    assert!(
+        !text.contains("memstall_psi_memory_full_seconds_total{"),
+        "{text}"
+    );
+}

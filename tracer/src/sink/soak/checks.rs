@@ -2,10 +2,9 @@
 //! measurements against them, one line per check.
 use std::collections::VecDeque;
 
-use memstall_common::StallKind;
 use serde::Serialize;
 
-use crate::aggregate::SummaryRow;
+use crate::aggregate::{PressureRow, SummaryRow};
 
 /// Stall time is judged over windows this long.
 const MINUTE_NS: u64 = 60_000_000_000;
@@ -192,9 +191,11 @@ impl MinuteWindow {
 }
 
 /// Stall time the watched tasks waited (kswapd's wake time blocks nobody).
-pub(super) fn stall_ns(rows: &[SummaryRow]) -> u64 {
-    rows.iter()
-        .filter(|r| r.kind != StallKind::KswapdWake.name())
-        .map(|r| r.total_ns)
+/// The watched cgroups' stall time in a summary: nested stalls once (a throttle inside a
+/// reclaim is not added to it), kswapd's runs not at all (nobody waits for them).
+pub(super) fn stall_ns(pressure: &[PressureRow]) -> u64 {
+    pressure
+        .iter()
+        .map(|r| r.stall_ns)
         .fold(0, u64::saturating_add)
 }

@@ -135,7 +135,7 @@ impl Record {
             series.p50.push(t, p50 as f64 / 1e6);
             series.p99.push(t, p99 as f64 / 1e6);
         }
-        let stall = stall_ns(&summary.rows);
+        let stall = stall_ns(&summary.pressure);
         self.interval_stall_ns = self.interval_stall_ns.saturating_add(stall);
         self.interval_period_ns = self.interval_period_ns.saturating_add(summary.period_ns);
         self.minute(t, summary.period_ns, stall);
@@ -151,7 +151,7 @@ impl Record {
         let t = self.secs(summary.time_ns);
         // The tail after the last interval counts toward the stall windows too.
         let tail_period = summary.period_ns.saturating_sub(self.interval_period_ns);
-        let tail_stall = stall_ns(&summary.rows).saturating_sub(self.interval_stall_ns);
+        let tail_stall = stall_ns(&summary.pressure).saturating_sub(self.interval_stall_ns);
         if tail_period > 0 {
             self.minute(t, tail_period, tail_stall);
         }

@@ -4,6 +4,14 @@ use crate::{
     event::OomKill,
 };
 
+fn pressure(cgroup: &str, stall_ms: f64) -> crate::aggregate::PressureRow {
+    crate::aggregate::PressureRow {
+        cgroup: cgroup.into(),
+        stall_ns: (stall_ms * 1e6) as u64,
+        ..Default::default()
+    }
+}
+
 fn config(dir: &std::path::Path, limits: Limits) -> SoakConfig {
     SoakConfig {
         limits,
@@ -26,6 +34,7 @@ fn row(cgroup: &str, kind: &'static str, count: u64, p99_ms: f64, total_ms: f64)
         max_ns: (p99_ms * 1e6) as u64,
         pages_reclaimed: 0,
         pages_scanned: 0,
+        retries: 0,
         buckets: Vec::new(),
     }
 }
@@ -217,12 +226,9 @@ fn stall_minutes_are_scaled_windows() {
     let mut window = MinuteWindow::default();
     assert_eq!(window.add(120 * s, 1_000_000_000), Some(500.0));
     assert_eq!(MinuteWindow::default().add(0, 5), None);
-    // kswapd's wake time blocks nobody.
-    let rows = [
-        row("/", "kswapd_wake", 1, 1.0, 900.0),
-        row("/a", "throttled", 1, 1.0, 10.0),
-    ];
-    assert_eq!(stall_ns(&rows), 10_000_000);
+    // The pressure rows' stall time: nested stalls counted once by the aggregator.
+    let pressure = [pressure("/a", 10.0), pressure("/b", 5.0)];
+    assert_eq!(stall_ns(&pressure), 15_000_000);
 }
 
 #[test]
@@ -377,16 +383,20 @@ fn sink_samples_judges_and_writes_both_reports() {
     let s = 1_000_000_000u64;
     for i in 1..=6u64 {
         set_usage(10 + i);
-        let rows = if i == 3 {
-            vec![row("/svc", "memcg_reclaim", 4, 80.0, 200.0)]
+        let (rows, stalled) = if i == 3 {
+            (
+                vec![row("/svc", "memcg_reclaim", 4, 80.0, 200.0)],
+                vec![pressure("/svc", 200.0)],
+            )
         } else {
-            Vec::new()
+            (Vec::new(), Vec::new())
         };
         sink.summary(&Summary {
             scope: Scope::Interval,
             time_ns: t0 + i * 10 * s,
             period_ns: 10 * s,
             rows,
+            pressure: stalled,
             faults: vec![FaultRow {
                 cgroup: "/svc".into(),
                 minor: 100,
@@ -406,6 +416,7 @@ fn sink_samples_judges_and_writes_both_reports() {
         time_ns: t0 + 61 * s,
         period_ns: 61 * s,
         rows: vec![row("/svc", "memcg_reclaim", 5, 80.0, 250.0)],
+        pressure: vec![pressure("/svc", 250.0)],
         ..Default::default()
     })
     .unwrap();

@@ -1,0 +1,235 @@
+//! Memory pressure by cause, reconciled with the kernel's per-task delay accounting
+//! (taskstats): one task in its own cgroup, its stalls as memstall counts them against the
+//! delays the kernel counted for it.
+use std::process::Child;
+
+use memstall_tests::{
+    MIB, MemCgroup, Memstall, hog_holding, read_json_lines,
+    taskstats::{DelayacctGuard, TaskDelays, taskstats},
+};
+use serde_json::Value;
+
+/// What one traced workload came to: memstall's JSON and the task's delay accounting, read
+/// while it still lived.
+struct Traced {
+    events: Vec<Value>,
+    kernel: TaskDelays,
+}
+
+impl Traced {
+    fn totals(&self, kind: &str) -> (u64, u64, u64) {
+        self.events
+            .iter()
+            .filter(|e| e["type"] == "summary" && e["scope"] == "total" && e["kind"] == kind)
+            .fold((0, 0, 0), |(count, ns, retries), e| {
+                (
+                    count + e["count"].as_u64().unwrap(),
+                    ns + e["total_ns"].as_u64().unwrap(),
+                    retries + e["retries"].as_u64().unwrap_or(0),
+                )
+            })
+    }
+
+    fn pressure(&self, cgroup: &MemCgroup) -> &Value {
+        self.events
+            .iter()
+            .find(|e| {
+                e["type"] == "pressure" && e["scope"] == "total" && e["cgroup"] == *cgroup.relative
+            })
+            .unwrap_or_else(|| panic!("no total pressure row for {}", cgroup.relative))
+    }
+
+    /// The memory delays taskstats has: reclaim, compaction, thrashing, swap-in.
+    fn kernel_memory_ns(&self) -> u64 {
+        let k = &self.kernel;
+        k.freepages.total_ns
+            + k.compact.map_or(0, |d| d.total_ns)
+            + k.thrashing.total_ns
+            + k.swapin.total_ns
+    }
+}
+
+/// Runs memhog with `args` in `cgroup` under memstall, holding it to read its taskstats.
+fn traced(cgroup: &MemCgroup, args: &[&str]) -> Traced {
+    let _delayacct = DelayacctGuard::enable().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("events.jsonl");
+    let memstall = Memstall::start(&[
+        "--plain",
+        "--json",
+        json.to_str().unwrap(),
+        "--cgroup",
+        cgroup.path.to_str().unwrap(),
+    ])
+    .unwrap();
+    let mut full = vec![
+        "--cgroup",
+        cgroup.path.to_str().unwrap(),
+        "--hold-secs",
+        "30",
+    ];
+    full.extend_from_slice(args);
+    let mut hog: Child = hog_holding(&full);
+    let kernel = taskstats(hog.id()).unwrap();
+    let (status, stderr) = memstall.stop(libc::SIGINT).unwrap();
+    let _ = hog.kill();
+    let _ = hog.wait();
+    assert!(status.success(), "{stderr:?}");
+    let events = read_json_lines(&json).unwrap();
+    for hook in [
+        "memcg_reclaim",
+        "throttled",
+        "shrink_slab",
+        "memstall_sleeps",
+    ] {
+        let hooks = events.last().unwrap()["hooks"].to_string();
+        assert!(
+            hooks.contains(&format!("\"{hook}: t")),
+            "hook {hook} not attached: {hooks}"
+        );
+    }
+    Traced { events, kernel }
+}
+
+/// The causes add up to the stall time, one task stalled, and the stall time is the kernel's
+/// reclaim (and other memory) delay within 2 %.
+fn assert_reconciles(traced: &Traced, cgroup: &MemCgroup) -> u64 {
+    let row = traced.pressure(cgroup);
+    let stall_ns = row["stall_ns"].as_u64().unwrap();
+    let by_cause: u64 = row["by_cause"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(by_cause, stall_ns, "the causes add up: {row}");
+    assert_eq!(row["tasks"], 1, "{row}");
+    let kernel_ns = traced.kernel_memory_ns();
+    let (windows, _, retries) = traced.totals("memcg_reclaim");
+    eprintln!(
+        "pressure: stall_ns {:.2} ms vs taskstats {:.2} ms ({:+.2} %); {windows} reclaims + {retries} restarts vs freepages_count {}; causes {}",
+        stall_ns as f64 / 1e6,
+        kernel_ns as f64 / 1e6,
+        (stall_ns as f64 - kernel_ns as f64) * 100.0 / kernel_ns as f64,
+        traced.kernel.freepages.count,
+        row["by_cause"]
+    );
+    assert!(
+        stall_ns.abs_diff(kernel_ns) * 50 <= kernel_ns,
+        "stall_ns {stall_ns} vs taskstats memory delays {kernel_ns}: more than 2 % apart"
+    );
+    // Delay accounting counts each reclaim, and each time the kernel starts one over inside;
+    // memstall sees a restart where the new pass scans (see README).
+    let kernel_count = traced.kernel.freepages.count;
+    assert!(
+        windows + retries <= kernel_count,
+        "{windows} + {retries} vs {kernel_count}"
+    );
+    assert!(
+        (kernel_count - windows - retries) * 100 <= kernel_count,
+        "{windows} reclaims + {retries} restarts vs freepages_count {kernel_count}"
+    );
+    stall_ns
+}
+
+/// Page cache written through a 64 MiB cgroup with fdatasync every 16 MiB: hundreds of short
+/// reclaims, no throttling.
+#[test]
+fn many_short_reclaims_match_delay_accounting() {
+    let cgroup = MemCgroup::create("pressure-short", 64 * MIB).unwrap();
+    let file = tempfile::NamedTempFile::new_in("/var/tmp").unwrap();
+    let spec = format!("{}:300", file.path().display());
+    let traced = traced(&cgroup, &["--write-file", &spec, "--sync-every-mib", "16"]);
+    let (reclaims, _, _) = traced.totals("memcg_reclaim");
+    assert!(reclaims > 100, "{reclaims} reclaims");
+    assert_reconciles(&traced, &cgroup);
+}
+
+/// Without syncing, reclaim hits dirty pages and throttles inside itself: the throttle's
+/// time is counted once, not on top of the reclaim it is part of.
+#[test]
+fn throttling_inside_reclaim_is_counted_once() {
+    let cgroup = MemCgroup::create("pressure-throttle", 64 * MIB).unwrap();
+    let file = tempfile::NamedTempFile::new_in("/var/tmp").unwrap();
+    let spec = format!("{}:400", file.path().display());
+    // Throttling depends on writeback timing: a few tries to see some.
+    let mut traced = traced(&cgroup, &["--write-file", &spec]);
+    for _ in 0..3 {
+        if traced.totals("throttled").0 > 0 {
+            break;
+        }
+        traced = self::traced(&cgroup, &["--write-file", &spec]);
+    }
+    let (throttles, throttled_ns, _) = traced.totals("throttled");
+    assert!(throttles > 0, "no reclaim throttling in four tries");
+    let (_, reclaim_ns, _) = traced.totals("memcg_reclaim");
+    let stall_ns = assert_reconciles(&traced, &cgroup);
+    // Adding the kinds up counts the throttles twice: what the live view and the soak gate
+    // did before they used the pressure rows.
+    assert!(
+        reclaim_ns + throttled_ns > stall_ns + throttled_ns / 2,
+        "reclaim {reclaim_ns} + throttled {throttled_ns} vs stall {stall_ns}"
+    );
+    assert!(
+        traced.pressure(&cgroup)["by_cause"]["throttled"]
+            .as_u64()
+            .is_some_and(|ns| ns > 0),
+        "throttled time is its own cause"
+    );
+}
+
+/// Random reads of an 80 MiB file through a 64 MiB cgroup: pages are evicted and read back
+/// while in use. Every wait the kernel counts as thrashing is a refault stall for memstall,
+/// and the cgroup's workingset_refault rises with them.
+#[test]
+fn refault_waits_match_thrashing() {
+    let cgroup = MemCgroup::create("pressure-refault", 64 * MIB).unwrap();
+    let file = tempfile::NamedTempFile::new_in("/var/tmp").unwrap();
+    let refaults_before = refaults(&cgroup);
+    let spec = format!("{}:80:150000", file.path().display());
+    let traced = traced(&cgroup, &["--random-reads", &spec]);
+    let (waits, wait_ns, _) = traced.totals("refault");
+    let thrashing = traced.kernel.thrashing;
+    let refaults = refaults(&cgroup) - refaults_before;
+    eprintln!(
+        "refault: {waits} waits {:.1} ms; taskstats thrashing {} waits {:.1} ms; workingset_refault_file +{refaults}",
+        wait_ns as f64 / 1e6,
+        thrashing.count,
+        thrashing.total_ns as f64 / 1e6
+    );
+    assert!(
+        thrashing.count > 100,
+        "the workload must thrash: {thrashing:?}"
+    );
+    // Delay accounting also counts waits that never slept; memstall sees sleeps.
+    assert!(waits <= thrashing.count, "{waits} vs {}", thrashing.count);
+    assert!(
+        waits * 100 >= thrashing.count * 95,
+        "{waits} vs {}",
+        thrashing.count
+    );
+    // The sleep is most of the wait (PSI bookkeeping, the lock attempt and the switch are
+    // not; on a busy machine the wait for a CPU after it is in both).
+    assert!(
+        wait_ns <= thrashing.total_ns,
+        "{wait_ns} vs {}",
+        thrashing.total_ns
+    );
+    assert!(
+        wait_ns * 100 >= thrashing.total_ns * 70,
+        "{wait_ns} vs {}",
+        thrashing.total_ns
+    );
+    assert!(
+        refaults >= waits,
+        "workingset_refault_file +{refaults} for {waits} waits"
+    );
+}
+
+fn refaults(cgroup: &MemCgroup) -> u64 {
+    let stat = cgroup.keyed("memory.stat").unwrap();
+    stat.get("workingset_refault_file")
+        .or(stat.get("workingset_refault"))
+        .copied()
+        .unwrap_or(0)
+}

@@ -1,0 +1,35 @@
+//! Direct compaction: an allocation defragmenting memory itself. No tracepoint marks its end,
+//! so the window is fentry/fexit on try_to_compact_pages(), where the kernel allows trampolines
+//! (the loader says so where it does not).
+use aya_ebpf::{
+    Global,
+    macros::{fentry, fexit},
+    programs::{FEntryContext, FExitContext},
+};
+use memstall_common::StallKind;
+
+use crate::stall::{Args, begin, end};
+
+/// Which argument of the fexit program holds the return value (enum compact_result): the
+/// function's parameter count, from BTF.
+#[unsafe(no_mangle)]
+static COMPACT_RESULT_ARG: Global<u32> = Global::new(6);
+
+#[fentry(function = "try_to_compact_pages")]
+pub fn compact_enter(ctx: FEntryContext) -> i32 {
+    // try_to_compact_pages(gfp_mask, order, alloc_flags, ac, prio, capture)
+    begin(
+        StallKind::Compaction,
+        ctx.u64_arg(1) as i32,
+        ctx.u64_arg(0),
+        -1,
+    );
+    0
+}
+
+#[fexit(function = "try_to_compact_pages")]
+pub fn compact_exit(ctx: FExitContext) -> i32 {
+    let result = ctx.u64_arg(COMPACT_RESULT_ARG.load() as usize) as u32;
+    end(&ctx, StallKind::Compaction, 0, u64::from(result));
+    0
+}

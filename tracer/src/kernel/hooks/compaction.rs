@@ -1,0 +1,51 @@
+//! Direct compaction and swap-in: fentry/fexit windows (no tracepoint marks their end), where
+//! the kernel allows trampolines.
+use memstall_common::names::program;
+
+use crate::kernel::{
+    KernelInfo,
+    attach::{Hook, HookStatus, attach_fentry, attach_fexit},
+};
+
+fn window(
+    ebpf: &mut aya::Ebpf,
+    kernel: &KernelInfo,
+    hook: Hook,
+    (enter, exit): (&str, &str),
+    function: Option<&str>,
+    without: &str,
+) -> HookStatus {
+    let attached = match function {
+        None => Err("no such kernel function in BTF".to_owned()),
+        Some(function) => attach_fentry(ebpf, enter, function, &kernel.aya_btf)
+            .and_then(|()| attach_fexit(ebpf, exit, function, &kernel.aya_btf))
+            .map(|()| format!("fentry/fexit {function}"))
+            .map_err(|e| format!("{e:#}")),
+    };
+    HookStatus {
+        hook,
+        attached: attached.map_err(|why| format!("{why}; {without}")),
+        notes: Vec::new(),
+    }
+}
+
+pub fn attach(ebpf: &mut aya::Ebpf, kernel: &KernelInfo) -> Vec<HookStatus> {
+    vec![
+        window(
+            ebpf,
+            kernel,
+            Hook::Compaction,
+            (program::COMPACT_ENTER, program::COMPACT_EXIT),
+            kernel.compaction_function,
+            "no tracepoint marks the end of direct compaction: its stalls are not reported",
+        ),
+        window(
+            ebpf,
+            kernel,
+            Hook::Swapin,
+            (program::SWAPIN_ENTER, program::SWAPIN_EXIT),
+            kernel.swapin_function,
+            "no tracepoint marks a swap-in: its stalls are not reported",
+        ),
+    ]
+}
