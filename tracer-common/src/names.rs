@@ -38,8 +38,10 @@ pub mod global {
     pub const FILTER: &str = "FILTER";
     pub const OOM_CONTROL_LAYOUT: &str = "OOM_CONTROL_LAYOUT";
     pub const COMPACT_RESULT_ARG: &str = "COMPACT_RESULT_ARG";
+    pub const COMPACT_SKIPPED: &str = "COMPACT_SKIPPED";
     pub const ALL: &[&str] = &[
         COMPACT_RESULT_ARG,
+        COMPACT_SKIPPED,
         KERNEL_LAYOUT,
         STACK_THRESHOLD_NS,
         MEMCG_ITEMS,

@@ -150,6 +150,13 @@ pub fn end<C: Args>(ctx: &C, kind: StallKind, nr_reclaimed: u64, detail: u64) {
     emit(ctx, &stall, current_info(&layout()), &flight, true);
 }
 
+/// Closes the current task's window of `kind` without reporting it.
+pub fn discard(kind: StallKind) {
+    let tid = current_tid();
+    let _ = IN_FLIGHT.remove(&key(tid, kind));
+    mark_open(tid, kind, false);
+}
+
 /// The in-progress window of `kind` of the current task, to add to it.
 pub fn in_flight(kind: StallKind) -> Option<*mut InFlight> {
     IN_FLIGHT.get_ptr_mut(&key(current_tid(), kind))

@@ -56,6 +56,8 @@ const TESTS: &[(&str, &str)] = &[
     ("doctor", ""),
     ("untrusted", ""),
     ("soak", "--skip renders_in_chromium"),
+    ("pressure", ""),
+    ("hardening", "--skip cgroup_churn"),
 ];
 /// Modules left out, and why.
 const NOT_IN_VM: &[(&str, &str)] = &[

@@ -53,6 +53,14 @@ struct Args {
     /// so a test can choose names with escape sequences in them.
     #[arg(long, value_name = "NAME")]
     comm: Option<String>,
+    /// Fragment free memory first: touch MIB MiB of small pages, then free every other one,
+    /// so a huge page has nowhere whole to come from without compaction.
+    #[arg(long, value_name = "MIB", default_value_t = 0)]
+    fragment_mib: usize,
+    /// Touch the anonymous memory this many times (a second pass reads back what was
+    /// swapped out).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    passes: usize,
     /// Seconds to hold the memory before exiting.
     #[arg(long, default_value_t = 0.0)]
     hold_secs: f64,
@@ -61,6 +69,33 @@ struct Args {
 fn split_spec(spec: &str) -> Result<(PathBuf, usize)> {
     let (path, mib) = spec.rsplit_once(':').context("expected FILE:MIB")?;
     Ok((path.into(), mib.parse().context("MiB count")?))
+}
+
+/// A fresh anonymous mapping of `len` bytes with `advice`.
+fn map_anon(len: usize, advice: i32) -> Result<*mut u8> {
+    // SAFETY: an anonymous private mapping, never unmapped while used.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        bail!(
+            "mmap {} MiB: {}",
+            len / MIB,
+            std::io::Error::last_os_error()
+        );
+    }
+    // SAFETY: advising our own fresh mapping.
+    if unsafe { libc::madvise(ptr, len, advice) } != 0 {
+        bail!("madvise: {}", std::io::Error::last_os_error());
+    }
+    Ok(ptr.cast())
 }
 
 fn touch(ptr: *mut u8, len: usize) {
@@ -186,6 +221,15 @@ fn main() -> Result<()> {
             touch(addr.cast(), len);
         }
     }
+    if args.fragment_mib > 0 {
+        let len = args.fragment_mib * MIB;
+        let ptr = map_anon(len, libc::MADV_NOHUGEPAGE)?;
+        touch(ptr, len);
+        for offset in (0..len).step_by(8192) {
+            // SAFETY: one page inside the live mapping; the other half stays allocated.
+            unsafe { libc::madvise(ptr.add(offset).cast(), 4096, libc::MADV_DONTNEED) };
+        }
+    }
     if args.anon_mib > 0 {
         let len = args.anon_mib * MIB;
         // SAFETY: anonymous private mapping; never unmapped while touched.
@@ -231,6 +275,10 @@ fn main() -> Result<()> {
             if args.step_ms > 0 {
                 thread::sleep(Duration::from_millis(args.step_ms));
             }
+        }
+        // Later passes read back what reclaim pushed out (to swap, where there is swap).
+        for _ in 1..args.passes {
+            touch(ptr.cast(), len);
         }
     }
     println!("memhog: done");

@@ -138,6 +138,11 @@ impl KernelBtf {
         }
     }
 
+    /// The value of enumerator `name`, where BTF has it.
+    pub fn enumerator_value(&self, name: &str) -> Option<u32> {
+        self.enumerator(name).ok()
+    }
+
     /// Whether the kernel has a function called `name` (kernels rename them).
     pub fn has_function(&self, name: &str) -> bool {
         self.parameter_count(name).is_some()

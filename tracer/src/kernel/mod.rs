@@ -35,6 +35,7 @@ pub struct KernelInfo {
     /// value slot); the swap-in read function (renamed in 6.6).
     pub compaction_function: Option<&'static str>,
     pub compact_result_arg: u32,
+    pub compact_skipped: u32,
     pub swapin_function: Option<&'static str>,
     /// The user asked for classic tracepoints only (`--force-tracepoints`).
     pub force_tracepoints: bool,
@@ -49,6 +50,7 @@ impl KernelInfo {
             // SAFETY: sysconf has no memory-safety preconditions.
             let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
             let compact_args = btf.parameter_count("try_to_compact_pages");
+            let compact_skipped = btf.enumerator_value("COMPACT_SKIPPED").unwrap_or(1);
             let swapin = ["swap_read_folio", "swap_readpage"]
                 .into_iter()
                 .find(|f| btf.has_function(f));
@@ -58,10 +60,10 @@ impl KernelInfo {
                 btf.oom_control_layout(),
                 btf.tracepoint_first_arg_is_task("mark_victim")
                     .map_err(|e| format!("{e:#}")),
-                (compact_args, swapin),
+                (compact_args, compact_skipped, swapin),
             )
         };
-        let (compact_args, swapin_function) = functions;
+        let (compact_args, compact_skipped, swapin_function) = functions;
         let aya_btf = Btf::parse_file(btf_path, Endianness::default())
             .with_context(|| format!("parsing BTF {}", btf_path.display()))?;
         Ok(Self {
@@ -72,6 +74,7 @@ impl KernelInfo {
             mark_victim_passes_task,
             compaction_function: compact_args.map(|_| "try_to_compact_pages"),
             compact_result_arg: compact_args.unwrap_or(6),
+            compact_skipped,
             swapin_function,
             force_tracepoints,
         })
@@ -174,6 +177,7 @@ impl Tracer {
             .override_global(global::FILTER, &filter, true)
             .override_global(global::OOM_CONTROL_LAYOUT, &kernel.oom_control_layout, true)
             .override_global(global::COMPACT_RESULT_ARG, &kernel.compact_result_arg, true)
+            .override_global(global::COMPACT_SKIPPED, &kernel.compact_skipped, true)
             .load(object)
             .context("loading the eBPF object")?;
         // Before any program attaches, so no event of an unwatched cgroup slips through.
