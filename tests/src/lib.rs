@@ -183,6 +183,28 @@ pub fn memhog() -> Command {
     Command::new(profile_dir.join("memhog"))
 }
 
+/// The test helper that sends SIGKILL under a chosen name (target/<profile>/sigkill).
+pub fn sigkill() -> Command {
+    Command::new(Path::new(memhog().get_program()).with_file_name("sigkill"))
+}
+
+/// The memory cgroup of this process (relative to the memory hierarchy, as memstall names
+/// cgroups), read from /proc/self/cgroup.
+pub fn own_memcg(version: CgroupVersion) -> String {
+    let text = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    text.lines()
+        .find_map(|line| {
+            let mut parts = line.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            let ours = match version {
+                CgroupVersion::V1 => controllers.split(',').any(|c| c == "memory"),
+                CgroupVersion::V2 => controllers.is_empty(),
+            };
+            ours.then(|| path.to_owned())
+        })
+        .unwrap_or_else(|| "/".to_owned())
+}
+
 /// The memstall binary under test: $MEMSTALL_BIN, else the workspace's debug build.
 pub fn memstall_bin() -> PathBuf {
     std::env::var_os("MEMSTALL_BIN").map_or_else(

@@ -6,6 +6,7 @@ mod doctor;
 mod faults;
 mod fentry;
 mod hardening;
+mod kills;
 mod live;
 mod oom_kill;
 mod oom_postmortem;

@@ -83,6 +83,7 @@ pub mod program {
     pub const SHRINK_SLAB_END: &str = "shrink_slab_end";
     pub const SCHED_SWITCH: &str = "sched_switch";
     pub const BALANCE_DIRTY_PAGES: &str = "balance_dirty_pages";
+    pub const SIGNAL_GENERATE: &str = "signal_generate";
     /// Programs attached by their own name.
     pub const SINGLE: &[&str] = &[
         OOM_MARK_VICTIM_BTF,
@@ -118,5 +119,6 @@ pub mod program {
         SHRINK_SLAB_END,
         SCHED_SWITCH,
         BALANCE_DIRTY_PAGES,
+        SIGNAL_GENERATE,
     ];
 }

@@ -118,6 +118,11 @@ pub struct SoakArgs {
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub max_oom_kills: u64,
 
+    /// Most OOM risk warnings allowed in the watched cgroups (0: fail when any cgroup came
+    /// near its limit, before the night it crosses it). Unset: not checked.
+    #[arg(long, value_name = "N")]
+    pub max_oom_risk: Option<u64>,
+
     /// Highest p99 over the run allowed for a stall kind, in milliseconds (memcg_reclaim=500).
     /// Repeatable.
     #[arg(long, value_name = "KIND=MS", value_parser = parse_p99_limit)]

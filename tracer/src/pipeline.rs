@@ -16,6 +16,7 @@ use crate::{
         KswapdActivity, PressureAggregator, PressureRow, Scope, StallAggregator, Summary,
         SummaryRow,
         counters::{CounterSources, PeriodCounters},
+        oom_risk::RiskWatch,
         pressure,
         psi::PsiReader,
         stalls::{MAX_HISTOGRAMS, REMOVED_NAME},
@@ -73,6 +74,9 @@ pub struct Pipeline {
     stalls: StallAggregator,
     pressure: PressureAggregator,
     psi: PsiReader,
+    risk: RiskWatch,
+    /// Cgroups recently handed to `risk` for stalling at their limit, and when.
+    at_limit_seen: HashMap<u64, Instant>,
     /// Histogram count at which removed cgroups are folded next.
     fold_at: usize,
     counters: PeriodCounters,
@@ -91,7 +95,15 @@ impl Pipeline {
     ) -> Self {
         let mut psi = PsiReader::new(enricher.cgroups.root(), enricher.version());
         psi.baseline(&pressure_cgroups(&filter));
+        let targets = if filter.is_everything() {
+            Vec::new()
+        } else {
+            filter.paths().to_vec()
+        };
+        let risk = RiskWatch::new(enricher.cgroups.root(), enricher.version(), &targets);
         Self {
+            risk,
+            at_limit_seen: HashMap::new(),
             decoder,
             enricher,
             psi,
@@ -156,6 +168,9 @@ impl Pipeline {
         if raw.retries > 0 {
             self.stalls.record_retries(memcg_id, kind, raw.retries);
         }
+        if matches!(kind, StallKind::MemcgReclaim | StallKind::HighThrottle) {
+            self.near_limit(memcg_id);
+        }
         self.pressure.record(
             raw.task.pid,
             memcg_id,
@@ -175,6 +190,25 @@ impl Pipeline {
             self.fold_removed();
         }
         true
+    }
+
+    /// A cgroup reclaimed at its limit: the OOM risk watch looks at it for a while (asked at
+    /// most every ten seconds per cgroup, so a reclaim storm costs a map lookup per stall).
+    fn near_limit(&mut self, memcg_id: u64) {
+        let now = Instant::now();
+        if self
+            .at_limit_seen
+            .get(&memcg_id)
+            .is_some_and(|at| now.duration_since(*at).as_secs() < 10)
+        {
+            return;
+        }
+        if self.at_limit_seen.len() >= 4096 {
+            self.at_limit_seen.clear();
+        }
+        self.at_limit_seen.insert(memcg_id, now);
+        let name = self.enricher.cgroups.name(memcg_id);
+        self.risk.stalled_at_limit(&name);
     }
 
     /// Bounds memory under cgroup churn: removed cgroups' histograms fold into one per kind.
@@ -203,19 +237,66 @@ impl Pipeline {
                     return Ok(());
                 }
             }
-            Ok(RawEvent::OomKill(_) | RawEvent::OomContext(_)) => {}
+            Ok(RawEvent::OomKill(_) | RawEvent::OomContext(_) | RawEvent::Kill(_)) => {}
         }
-        // An outlier or an OOM kill: decode in full, name, enrich and report it.
-        let Ok(Some(mut event)) = self.decoder.decode(bytes) else {
+        // An outlier or a kill: decode in full, name, enrich and report it.
+        let Ok(Some(event)) = self.decoder.decode(bytes) else {
             return Ok(());
         };
+        self.report(event)
+    }
+
+    /// Names and explains a decoded event and sends it on; a kill first waits for what it
+    /// freed.
+    fn report(&mut self, mut event: Event) -> Result<()> {
         self.enricher.enrich(&mut event);
         if !self.watched(&event.cgroups()) {
             return Ok(());
         }
+        let victim_cgroup = match &event {
+            Event::Kill(k) => k.cgroup.clone(),
+            Event::OomKill(k) => k.victim_cgroup.clone(),
+            _ => return self.emit(&event),
+        };
+        if let Some(cleared) = victim_cgroup.and_then(|c| self.risk.killed(&c, now_unix_ns())) {
+            self.emit(&Event::OomRisk(Box::new(cleared)))?;
+        }
+        for done in self.enricher.hold_kill(event) {
+            self.emit(&done)?;
+        }
+        Ok(())
+    }
+
+    fn emit(&mut self, event: &Event) -> Result<()> {
         self.run.events += 1;
         for sink in &mut self.sinks {
-            sink.event(&event)?;
+            sink.event(event)?;
+        }
+        Ok(())
+    }
+
+    /// Time-driven work: kernel kills no OOM kill claimed, kills whose aftermath is measured,
+    /// OOM risk samples.
+    pub fn tick(&mut self) -> Result<()> {
+        for event in self.decoder.unclaimed_kills(BootClock::now_boot_ns()) {
+            self.report(event)?;
+        }
+        for event in self.enricher.kills_due() {
+            self.emit(&event)?;
+        }
+        for risk in self.risk.sample(now_unix_ns()) {
+            self.emit(&Event::OomRisk(Box::new(risk)))?;
+        }
+        Ok(())
+    }
+
+    /// Reports every kill still waiting (the run ends).
+    fn flush_kills(&mut self) -> Result<()> {
+        for event in self.decoder.unclaimed_kills(u64::MAX) {
+            self.report(event)?;
+        }
+        for event in self.enricher.kills_pending() {
+            self.emit(&event)?;
         }
         Ok(())
     }
@@ -349,6 +430,7 @@ impl Pipeline {
 
     /// The run's totals, then the `run_end` record; flushes every sink.
     pub fn finish(mut self, counters: KernelCounters, hooks: Vec<String>) -> Result<RunSummary> {
+        self.flush_kills()?;
         let drops = counters.dropped.clone().unwrap_or_default();
         let summary = Summary {
             dropped: Some(drops.total),
@@ -382,6 +464,10 @@ impl Consumer for Pipeline {
         self.counters.kernel_seen = counters;
         self.period_started = Instant::now();
         self.emit_summary(&summary)
+    }
+
+    fn tick(&mut self) -> Result<()> {
+        Pipeline::tick(self)
     }
 
     /// A watched cgroup was removed: its final summary, then stop watching it.

@@ -58,6 +58,7 @@ const TESTS: &[(&str, &str)] = &[
     ("soak", "--skip renders_in_chromium"),
     ("pressure", ""),
     ("hardening", "--skip cgroup_churn"),
+    ("kills", ""),
 ];
 /// Modules left out, and why.
 const NOT_IN_VM: &[(&str, &str)] = &[

@@ -37,6 +37,11 @@ struct Args {
     /// Allocate and touch MIB MiB of SysV shared memory (removed when the process exits).
     #[arg(long, value_name = "MIB", default_value_t = 0)]
     shm_mib: usize,
+    /// Keep the --shm-mib segment after exit, as a database's shared buffers outlive a killed
+    /// backend (the caller removes it: ipcrm, or shmctl IPC_RMID on the id in
+    /// /proc/sysvipc/shm).
+    #[arg(long)]
+    shm_keep: bool,
     /// Anonymous memory to allocate and touch, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 0)]
     anon_mib: usize,
@@ -207,14 +212,17 @@ fn main() -> Result<()> {
     }
     if args.shm_mib > 0 {
         let len = args.shm_mib * MIB;
-        // SAFETY: plain SysV calls; the segment is marked for removal right after attaching.
+        // SAFETY: plain SysV calls; the segment is marked for removal right after attaching
+        // unless the caller keeps it.
         unsafe {
             let id = libc::shmget(libc::IPC_PRIVATE, len, libc::IPC_CREAT | 0o600);
             if id < 0 {
                 bail!("shmget: {}", std::io::Error::last_os_error());
             }
             let addr = libc::shmat(id, std::ptr::null(), 0);
-            libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut());
+            if !args.shm_keep {
+                libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut());
+            }
             if addr as isize == -1 {
                 bail!("shmat: {}", std::io::Error::last_os_error());
             }

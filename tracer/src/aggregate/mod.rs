@@ -4,6 +4,7 @@ pub mod counters;
 pub mod kswapd;
 pub mod latency;
 pub mod memory_stat;
+pub mod oom_risk;
 pub mod pressure;
 pub mod psi;
 pub mod stalls;

@@ -183,6 +183,7 @@ fn soak_config(args: &SoakArgs) -> SoakConfig {
     SoakConfig {
         limits: Limits {
             max_oom_kills: args.max_oom_kills,
+            max_oom_risk: args.max_oom_risk,
             max_p99: args.max_p99.clone(),
             max_stall_per_minute_ms: args.max_stall_per_minute,
             max_growth_mib_per_hour: args.max_growth_per_hour,

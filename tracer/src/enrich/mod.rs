@@ -1,7 +1,9 @@
 //! What the kernel's records do not say, added to events: cgroup names and container labels,
 //! the OOM post-mortem (kernel log, scores, breakdown) and the reclaim effort before a kill.
+pub mod aftermath;
 pub mod k8s;
 pub mod kill;
+pub mod killer;
 pub mod kmsg;
 pub mod oom_score;
 pub mod postmortem;
@@ -9,12 +11,14 @@ pub mod recent_stalls;
 pub mod snapshot;
 
 use crate::{
-    cgroup::{CgroupResolver, CgroupVersion, is_within},
+    cgroup::{CgroupResolver, CgroupVersion, is_within, memory::CgroupMemory},
     clock::BootClock,
-    event::{Event, OomKill, Stall},
+    event::{Event, Kill, OomKill, Stall},
 };
 
-use self::{k8s::Labeler, postmortem::PostMortem, recent_stalls::RecentStalls};
+use self::{
+    aftermath::Aftermath, k8s::Labeler, postmortem::PostMortem, recent_stalls::RecentStalls,
+};
 
 /// Names and explanations for events, with the state that takes: the id → path map, the
 /// label cache, the kernel log cursor, the last seconds of stalls.
@@ -25,6 +29,7 @@ pub struct Enricher {
     /// Absent where events are fed from bytes in tests and benchmarks.
     postmortem: Option<PostMortem>,
     recent: RecentStalls,
+    aftermath: Aftermath,
 }
 
 impl Enricher {
@@ -35,6 +40,7 @@ impl Enricher {
             labeler: Labeler::new(k8s::KUBELET_PODS),
             postmortem: None,
             recent: RecentStalls::default(),
+            aftermath: Aftermath::default(),
         }
     }
 
@@ -67,7 +73,41 @@ impl Enricher {
         match event {
             Event::Stall(stall) => self.stall(stall),
             Event::OomKill(kill) => self.kill(kill),
+            Event::Kill(kill) => self.signal(kill),
+            Event::OomRisk(_) => {}
         }
+    }
+
+    /// A kill waits a second for what it freed; returns kills whose wait is over.
+    pub fn hold_kill(&mut self, event: Event) -> Vec<Event> {
+        let victim_cgroup = match &event {
+            Event::Kill(k) => k.cgroup.clone(),
+            Event::OomKill(k) => k.victim_cgroup.clone(),
+            _ => None,
+        };
+        let memory =
+            victim_cgroup.map(|c| CgroupMemory::new(self.cgroups.root(), &c, self.version));
+        self.aftermath.hold(event, memory)
+    }
+
+    /// Kills whose second is over.
+    pub fn kills_due(&mut self) -> Vec<Event> {
+        if self.aftermath.is_empty() {
+            return Vec::new();
+        }
+        self.aftermath.tick()
+    }
+
+    /// Every kill still waiting (the run ends).
+    pub fn kills_pending(&mut self) -> Vec<Event> {
+        self.aftermath.flush()
+    }
+
+    fn signal(&mut self, kill: &mut Kill) {
+        kill.cgroup = self.cgroups.path(kill.memcg_id);
+        kill.sender_cgroup = self.cgroups.path(kill.sender_memcg_id);
+        killer::attribute(kill, self.cgroups.root());
+        kill.labels = kill.cgroup.as_deref().and_then(|c| self.labeler.labels(c));
     }
 
     fn stall(&mut self, stall: &mut Stall) {

@@ -2,7 +2,7 @@
 //! failed. Exact figures come from the kernel's own report in /dev/kmsg (printed just before
 //! oom/mark_victim fires); without it, from a snapshot of cgroupfs and /proc taken at once.
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::VecDeque,
     fs,
     path::{Path, PathBuf},
     time::{Duration, Instant},
@@ -11,8 +11,10 @@ use std::{
 use super::{
     kmsg::{KmsgCursor, OomReport, OomReportParser},
     oom_score,
-    snapshot::{cgroup_pids, global_breakdown, meminfo_kb, snapshot_tasks},
+    snapshot::{global_breakdown, meminfo_kb, snapshot_tasks},
 };
+use crate::cgroup::memory::pids_in as cgroup_pids;
+pub use crate::cgroup::memory::{hierarchical, keyed};
 use crate::{
     cgroup::{CgroupVersion, MemoryHierarchy},
     event::{Explanation, OomControl, ReportSource},
@@ -44,28 +46,6 @@ fn constraint_name(raw: &str) -> String {
 
 fn read_u64(path: &Path) -> Option<u64> {
     fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
-pub fn keyed(text: &str) -> BTreeMap<String, u64> {
-    text.lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once(' ')?;
-            Some((k.to_owned(), v.trim().parse().ok()?))
-        })
-        .collect()
-}
-
-/// v1 prints local and `total_` (hierarchical) items; the domain includes its children.
-pub fn hierarchical(stats: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
-    let totals: BTreeMap<String, u64> = stats
-        .iter()
-        .filter_map(|(k, v)| Some((k.strip_prefix("total_")?.to_owned(), *v)))
-        .collect();
-    if totals.is_empty() {
-        stats.clone()
-    } else {
-        totals
-    }
 }
 
 impl PostMortem {
@@ -292,6 +272,8 @@ impl PostMortem {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     #[test]

@@ -182,7 +182,10 @@ impl Tracer {
             .context("loading the eBPF object")?;
         // Before any program attaches, so no event of an unwatched cgroup slips through.
         maps::watch(&mut ebpf, watched).context("filling the cgroup filter")?;
-        let mut hooks = vec![hooks::oom::attach(&mut ebpf, kernel)];
+        let mut hooks = vec![
+            hooks::oom::attach(&mut ebpf, kernel),
+            hooks::kill::attach(&mut ebpf, kernel),
+        ];
         hooks.extend(hooks::reclaim::attach(&mut ebpf, kernel));
         if memcg_events {
             hooks.push(hooks::memcg::attach(&mut ebpf, kernel));

@@ -17,6 +17,7 @@ use prometheus_client::{
 
 mod histogram;
 pub mod http;
+mod kills;
 mod pressure;
 
 pub use histogram::StallHistogram;
@@ -71,6 +72,7 @@ struct HookLabels {
 pub struct Metrics {
     registry: Registry,
     pressure: pressure::PressureMetrics,
+    kills: kills::KillMetrics,
     stalls: Family<StallLabels, StallHistogram>,
     faults: Family<FaultLabels, Counter>,
     lru_scanned: Family<LruLabels, Counter>,
@@ -99,9 +101,11 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
         let pressure = pressure::PressureMetrics::register(&mut registry);
+        let kills = kills::KillMetrics::register(&mut registry);
         let mut metrics = Self {
             registry,
             pressure,
+            kills,
             stalls: Family::default(),
             faults: Family::default(),
             lru_scanned: Family::default(),
@@ -231,8 +235,9 @@ impl Metrics {
         }
     }
 
-    /// OOM kills (stalls are counted from the summaries, outliers included).
+    /// Kills and OOM risk (stalls are counted from the summaries, outliers included).
     pub fn event(&mut self, event: &Event) {
+        self.kills.event(event);
         let Event::OomKill(kill) = event else {
             return;
         };

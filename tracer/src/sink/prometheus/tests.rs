@@ -287,3 +287,61 @@ fn pressure_by_cause_and_psi() {
         "{text}"
     );
 }
+
+#[test]
+fn kills_by_killer_and_oom_eta() {
+    use crate::event::{Kill, Killer, OomRisk, RiskReason};
+    let mut metrics = Metrics::new();
+    for killer in [Killer::Oomd, Killer::Oomd, Killer::CgroupKill] {
+        metrics.event(&Event::Kill(Box::new(Kill {
+            cgroup: Some("/svc".into()),
+            killer,
+            ..Kill::default()
+        })));
+    }
+    metrics.event(&Event::OomKill(Box::new(OomKill {
+        victim_cgroup: Some("/svc".into()),
+        killer: Killer::KernelOom,
+        ..OomKill::default()
+    })));
+    let warning = OomRisk {
+        cgroup: "/svc".into(),
+        time_ns: 0,
+        eta_s: Some(4.5),
+        headroom_kb: 1,
+        reason: RiskReason::Eta,
+        usage_kb: 0,
+        limit_kb: 0,
+        reclaimable_kb: 0,
+        growth_kb_per_s: 0.0,
+        signals: Vec::new(),
+        next_victim_pid: None,
+        next_victim_comm: None,
+        next_victim_points: None,
+        next_victim_freeable_kb: None,
+        next_victim_shmem_kb: None,
+    };
+    metrics.event(&Event::OomRisk(Box::new(warning.clone())));
+    let text = metrics.render();
+    for (series, want) in [
+        ("memstall_kills_total{cgroup=\"/svc\",killer=\"oomd\"}", "2"),
+        (
+            "memstall_kills_total{cgroup=\"/svc\",killer=\"cgroup_kill\"}",
+            "1",
+        ),
+        (
+            "memstall_kills_total{cgroup=\"/svc\",killer=\"kernel_oom\"}",
+            "1",
+        ),
+        ("memstall_oom_eta_seconds{cgroup=\"/svc\"}", "4.5"),
+    ] {
+        assert_eq!(sample(&text, series), Some(want), "{series} in\n{text}");
+    }
+    metrics.event(&Event::OomRisk(Box::new(OomRisk {
+        reason: RiskReason::Cleared,
+        eta_s: None,
+        ..warning
+    })));
+    let text = metrics.render();
+    assert!(!text.contains("memstall_oom_eta_seconds{"), "{text}");
+}
