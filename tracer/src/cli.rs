@@ -100,6 +100,11 @@ pub struct TraceArgs {
     /// 4 MiB, so it can be made to overflow.
     #[arg(long, value_name = "BYTES", hide = true, value_parser = parse_ring_bytes)]
     pub test_ring_bytes: Option<u32>,
+
+    /// For tests: read the kubelet's files (var/log/pods, var/log/containers,
+    /// var/lib/kubelet/pods) below DIR instead of /.
+    #[arg(long, value_name = "DIR", hide = true)]
+    pub test_k8s_root: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::{
     aggregate::{FaultRow, KswapdActivity, LatencyRow, MemcgPages, Scope, Summary, SummaryRow},
-    event::Event,
+    event::{Event, Labels},
     pipeline::{RunSummary, Sink},
 };
 
@@ -52,6 +52,9 @@ struct SummaryLine<'a> {
     period: &'a Period,
     #[serde(flatten)]
     row: &'a SummaryRow,
+    /// The cgroup's container and Kubernetes names, when it has any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    labels: Option<&'a Labels>,
 }
 
 #[derive(Serialize)]
@@ -79,6 +82,9 @@ struct MemcgPagesLine<'a> {
     period: &'a Period,
     #[serde(flatten)]
     pages: &'a MemcgPages,
+    /// The cgroup's container and Kubernetes names, when it has any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    labels: Option<&'a Labels>,
 }
 
 #[derive(Serialize)]
@@ -88,6 +94,9 @@ struct FaultsLine<'a> {
     period: &'a Period,
     #[serde(flatten)]
     faults: &'a FaultRow,
+    /// The cgroup's container and Kubernetes names, when it has any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    labels: Option<&'a Labels>,
 }
 
 #[derive(Serialize)]
@@ -97,6 +106,9 @@ struct LatencyLine<'a> {
     period: &'a Period,
     #[serde(flatten)]
     latency: &'a LatencyRow,
+    /// The cgroup's container and Kubernetes names, when it has any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    labels: Option<&'a Labels>,
 }
 
 impl<W: Write> Sink for JsonSink<W> {
@@ -119,6 +131,7 @@ impl<W: Write> Sink for JsonSink<W> {
             self.line(&SummaryLine {
                 period: &period,
                 row,
+                labels: summary.labels.get(&row.cgroup),
             })?;
         }
         for (cgroup, count) in &summary.kswapd_wakeups {
@@ -138,18 +151,21 @@ impl<W: Write> Sink for JsonSink<W> {
             self.line(&MemcgPagesLine {
                 period: &period,
                 pages,
+                labels: summary.labels.get(&pages.cgroup),
             })?;
         }
         for latency in &summary.latency {
             self.line(&LatencyLine {
                 period: &period,
                 latency,
+                labels: summary.labels.get(&latency.cgroup),
             })?;
         }
         for faults in &summary.faults {
             self.line(&FaultsLine {
                 period: &period,
                 faults,
+                labels: summary.labels.get(&faults.cgroup),
             })?;
         }
         self.out.flush().context("writing JSON")
@@ -257,6 +273,15 @@ mod tests {
             }],
             latency: Vec::new(),
             dropped: None,
+            labels: [(
+                "/svc".to_owned(),
+                Labels {
+                    namespace: Some("shop".into()),
+                    pod: Some("web-0".into()),
+                    ..Default::default()
+                },
+            )]
+            .into(),
         };
         let mut sink = JsonSink::new(Vec::new());
         sink.summary(&summary).unwrap();
@@ -278,6 +303,9 @@ mod tests {
             1
         );
         assert_eq!(row["scope"], "total");
+        assert_eq!(row["labels"]["namespace"], "shop");
+        assert_eq!(row["labels"]["pod"], "web-0");
+        assert_eq!(lines[4]["labels"]["pod"], "web-0");
         assert_eq!(lines[1]["type"], "kswapd_wakeups");
         assert_eq!(lines[1]["count"], 3);
         assert_eq!(lines[2]["type"], "kswapd");

@@ -3,7 +3,7 @@ use std::fmt;
 
 use crate::{
     clock::format_unix_ns,
-    event::{Event, OomKill, Stall},
+    event::{Event, Labels, OomKill, Stall},
     sink::{Kb, Ms},
     term::escape,
 };
@@ -85,6 +85,9 @@ fn oom_kill(kill: &OomKill, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             kill.pid,
             escape(kill.cgroup.as_deref().unwrap_or(unknown))
         )?;
+    }
+    if let Some(workload) = kill.victim_labels.as_ref().and_then(Labels::workload) {
+        write!(f, "\n    pod: {}", escape(&workload))?;
     }
     let e = &kill.explanation;
     if let Some(constraint) = &e.constraint {
@@ -171,5 +174,29 @@ mod tests {
             "2023-11-14T22:13:20.123Z STALL memcg_reclaim 12.3 ms java pid 42 in /svc: reclaimed 32 \
              pages (scanned 64 in 2 LRU passes), order 0\n    try_charge_memcg+0x1a"
         );
+    }
+
+    #[test]
+    fn oom_kill_in_a_pod_names_it() {
+        let kill = OomKill {
+            victim_comm: "hog".into(),
+            victim_pid: 7,
+            pid: 7,
+            victim_cgroup: Some("/kubepods/pod1/abc".into()),
+            victim_labels: Some(Labels {
+                namespace: Some("shop".into()),
+                pod: Some("web-0".into()),
+                container: Some("nginx\x1b[2J".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let text = EventLine(&Event::OomKill(Box::new(kill))).to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].contains("OOM KILL hog pid 7 in /kubepods/pod1/abc: "),
+            "{text}"
+        );
+        assert_eq!(lines[1], "    pod: shop/web-0/nginx\\x1b[2J", "{text}");
     }
 }

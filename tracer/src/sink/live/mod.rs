@@ -23,7 +23,7 @@ use ratatui::{
 use crate::{
     aggregate::{Scope, Summary},
     clock::format_unix_ns,
-    event::Event,
+    event::{Event, Labels},
     pipeline::{RunSummary, Sink},
     sink::Ms,
     term::{escape, escaped},
@@ -56,6 +56,8 @@ impl KindStats {
 
 #[derive(Clone, Debug, Default)]
 struct CgroupRow {
+    /// `namespace/pod/container` of a pod's cgroup, shown instead of its path.
+    workload: Option<String>,
     kinds: BTreeMap<&'static str, KindStats>,
     faults_per_s: f64,
     major_per_s: f64,
@@ -124,6 +126,11 @@ impl State {
         for f in &summary.faults {
             let row = self.rows.entry(f.cgroup.clone()).or_default();
             (row.faults_per_s, row.major_per_s) = (f.minor_per_s + f.major_per_s, f.major_per_s);
+        }
+        for (cgroup, labels) in &summary.labels {
+            if let Some(row) = self.rows.get_mut(cgroup) {
+                row.workload = labels.workload();
+            }
         }
     }
 
@@ -195,11 +202,12 @@ fn draw(frame: &mut Frame, state: &State, view: &mut View) {
             );
         }
     } else {
-        let mut header_cells = vec!["CGROUP".to_owned(), "STALL TIME".into()];
+        let mut header_cells = vec!["CGROUP (POD)".to_owned(), "STALL TIME".into()];
         header_cells.extend(KINDS.iter().map(|k| format!("{k} n/p99")));
         header_cells.extend(["FAULTS/S".into(), "MAJOR/S".into(), "OOM".into()]);
         let table_rows = rows.iter().map(|(name, row)| {
-            let mut cells = vec![escaped(name.as_str()), Ms(row.stall_ns()).to_string()];
+            let shown = row.workload.as_deref().unwrap_or(name.as_str());
+            let mut cells = vec![escaped(shown), Ms(row.stall_ns()).to_string()];
             cells.extend(KINDS.iter().map(|kind| match row.kinds.get(kind) {
                 Some(k) if k.count > 0 => format!("{} / <{}", k.count, Ms(k.quantile_ns(0.99) + 1)),
                 _ => "-".into(),
@@ -232,6 +240,9 @@ fn draw(frame: &mut Frame, state: &State, view: &mut View) {
 
 fn histograms(name: &str, row: &CgroupRow) -> Vec<Line<'static>> {
     let mut lines = vec![Line::from(escaped(name))];
+    if let Some(workload) = &row.workload {
+        lines.push(Line::from(format!("pod {}", escape(workload))));
+    }
     for (kind, stats) in &row.kinds {
         lines.push(Line::from(format!(
             "{kind}: {} stalls, {} total",
@@ -357,14 +368,17 @@ impl Sink for LiveSink {
         if let Event::OomKill(kill) = event {
             let mut state = locked(&self.state);
             let cgroup = kill.victim_cgroup.clone().unwrap_or_else(|| "?".into());
+            let workload = kill.victim_labels.as_ref().and_then(Labels::workload);
             state.last_oom = Some(format!(
                 "{} {} pid {} in {}",
                 format_unix_ns(kill.time_ns),
                 escape(&kill.victim_comm),
                 kill.victim_pid,
-                escape(&cgroup)
+                escape(workload.as_deref().unwrap_or(&cgroup))
             ));
-            state.rows.entry(cgroup).or_default().oom_kills += 1;
+            let row = state.rows.entry(cgroup).or_default();
+            row.oom_kills += 1;
+            row.workload = row.workload.take().or(workload);
         }
         Ok(())
     }

@@ -17,11 +17,13 @@ use prometheus_client::{
 
 mod histogram;
 pub mod http;
+mod names;
 
 pub use histogram::StallHistogram;
 use histogram::lock;
 #[cfg(test)]
 use histogram::{BOUNDS_US, bucket_index};
+use names::PodNames;
 
 use crate::{
     aggregate::{Scope, Summary},
@@ -34,29 +36,39 @@ use crate::{
 struct StallLabels {
     cgroup: String,
     kind: &'static str,
+    #[prometheus(flatten)]
+    names: PodNames,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FaultLabels {
     cgroup: String,
     kind: &'static str,
+    #[prometheus(flatten)]
+    names: PodNames,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LruLabels {
     cgroup: String,
     reclaimer: &'static str,
+    #[prometheus(flatten)]
+    names: PodNames,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OomLabels {
     cgroup: String,
     constraint: String,
+    #[prometheus(flatten)]
+    names: PodNames,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CgroupLabels {
     cgroup: String,
+    #[prometheus(flatten)]
+    names: PodNames,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -178,11 +190,13 @@ impl Metrics {
         if summary.scope != Scope::Interval {
             return;
         }
+        let names = |cgroup: &String| PodNames::of(summary.labels.get(cgroup));
         for row in &summary.rows {
             self.stalls
                 .get_or_create(&StallLabels {
                     cgroup: row.cgroup.clone(),
                     kind: row.kind,
+                    names: names(&row.cgroup),
                 })
                 .add(row);
         }
@@ -192,6 +206,7 @@ impl Metrics {
                     .get_or_create(&FaultLabels {
                         cgroup: row.cgroup.clone(),
                         kind,
+                        names: names(&row.cgroup),
                     })
                     .inc_by(count);
             }
@@ -204,6 +219,7 @@ impl Metrics {
                 let labels = LruLabels {
                     cgroup: pages.cgroup.clone(),
                     reclaimer,
+                    names: names(&pages.cgroup),
                 };
                 self.lru_scanned.get_or_create(&labels).inc_by(scanned);
                 self.lru_reclaimed.get_or_create(&labels).inc_by(reclaimed);
@@ -213,6 +229,7 @@ impl Metrics {
             self.kswapd_wakeups
                 .get_or_create(&CgroupLabels {
                     cgroup: cgroup.clone(),
+                    names: names(cgroup),
                 })
                 .inc_by(*count);
         }
@@ -236,6 +253,14 @@ impl Metrics {
             .or_else(|| kill.explanation.oom_cgroup.clone())
             .or_else(|| kill.cgroup.clone())
             .unwrap_or_else(|| "?".into());
+        // The names of the cgroup labelled (enrichment named the victim's and the record's).
+        let names = PodNames::of(if kill.victim_cgroup.as_ref() == Some(&cgroup) {
+            kill.victim_labels.as_ref()
+        } else if kill.cgroup.as_ref() == Some(&cgroup) {
+            kill.labels.as_ref()
+        } else {
+            None
+        });
         let constraint = kill
             .explanation
             .constraint
@@ -245,10 +270,11 @@ impl Metrics {
             .get_or_create(&OomLabels {
                 cgroup: cgroup.clone(),
                 constraint,
+                names: names.clone(),
             })
             .inc();
         self.last_oom_kill
-            .get_or_create(&CgroupLabels { cgroup })
+            .get_or_create(&CgroupLabels { cgroup, names })
             .set(kill.time_ns as f64 / 1e9);
     }
 
