@@ -19,6 +19,7 @@ use anyhow::{Context as _, Result, bail};
 pub use memstall::{CgroupVersion, MemoryHierarchy};
 
 pub mod k8s;
+pub mod prometheus;
 pub mod taskstats;
 
 pub const MIB: u64 = 1 << 20;

@@ -64,6 +64,7 @@ const TESTS: &[(&str, &str)] = &[
 /// Modules left out, and why.
 const NOT_IN_VM: &[(&str, &str)] = &[
     ("prometheus", "needs Debian's prometheus server"),
+    ("dashboard", "needs Debian's prometheus server"),
     ("live", "needs tmux"),
 ];
 const INIT: &str = include_str!("../vm/init.sh");
