@@ -18,6 +18,8 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 pub use memstall::{CgroupVersion, MemoryHierarchy};
 
+pub mod k8s;
+pub mod prometheus;
 pub mod taskstats;
 
 pub const MIB: u64 = 1 << 20;

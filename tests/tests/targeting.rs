@@ -2,7 +2,9 @@
 //! cgroup gets its final summary.
 use std::{fs, time::Duration};
 
-use memstall_tests::{MIB, MemCgroup, Memstall, pressure, read_json_lines, wait_until};
+use memstall_tests::{
+    MIB, MemCgroup, Memstall, k8s, pressure, read_json_lines, run_to_oom_kill, wait_until,
+};
 
 #[test]
 fn only_the_watched_cgroup_and_its_new_children_are_reported() {
@@ -95,28 +97,29 @@ fn removed_cgroup_gets_its_summary_and_the_tracer_ends() {
         .exists()));
 }
 
-/// A kubepods layout (cgroupfs driver) below a test cgroup: events carry QoS, pod and container.
+/// A kubepods layout (cgroupfs driver) below a test cgroup, with the kubelet's files in a
+/// private root: stalls carry QoS, pod uid and container id from the path, and namespace,
+/// pod and container names from the kubelet's log layout.
 #[test]
 fn kubepods_cgroups_are_labelled() {
-    let top = MemCgroup::create("k8s", 256 * MIB).unwrap();
-    let kubepods = top.child_named("kubepods", 256 * MIB).unwrap();
-    let qos = kubepods.child_named("burstable", 256 * MIB).unwrap();
-    let uid = "8d3a1c9e-1b2c-4d5e-8f90-123456789abc";
-    let pod = qos.child_named(&format!("pod{uid}"), 256 * MIB).unwrap();
-    let cid = "0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9";
-    let container = pod.child_named(cid, 96 * MIB).unwrap();
+    let pod = k8s::Pod::create("k8s", 96 * MIB).unwrap();
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    k8s::kubelet_files(&dir.path().join("node")).unwrap();
     let json = dir.path().join("events.jsonl");
     let memstall = Memstall::start(&[
         "--json",
         json.to_str().unwrap(),
         "--threshold",
         "0",
+        "--interval",
+        "1",
+        "--test-k8s-root",
+        dir.path().join("node").to_str().unwrap(),
         "--cgroup",
-        &pod.relative,
+        &pod.pod.relative,
     ])
     .unwrap();
-    pressure(&container, &dir.path().join("cache.img"), 40, 80);
+    pressure(&pod.container, &dir.path().join("cache.img"), 40, 80);
     std::thread::sleep(Duration::from_millis(300));
     let (status, stderr) = memstall.stop(libc::SIGINT).unwrap();
     assert!(status.success(), "{stderr:?}");
@@ -125,7 +128,80 @@ fn kubepods_cgroups_are_labelled() {
         .iter()
         .find(|e| e["type"] == "memcg_reclaim")
         .expect("a stall in the container");
-    assert_eq!(stall["labels"]["qos"], "burstable", "{stall}");
-    assert_eq!(stall["labels"]["pod_uid"], uid);
-    assert_eq!(stall["labels"]["container_id"], cid);
+    let labels = &stall["labels"];
+    assert_eq!(labels["qos"], "burstable", "{stall}");
+    assert_eq!(labels["pod_uid"], k8s::UID);
+    assert_eq!(labels["container_id"], k8s::CONTAINER_ID);
+    assert_eq!(
+        (&labels["namespace"], &labels["pod"], &labels["container"]),
+        (
+            &k8s::NAMESPACE.into(),
+            &k8s::POD.into(),
+            &k8s::CONTAINER.into()
+        ),
+        "{stall}"
+    );
+    // Summary rows of the container carry its names too.
+    let row = events
+        .iter()
+        .find(|e| e["type"] == "summary" && e["cgroup"] == pod.container.relative.as_str())
+        .expect("a summary row of the container");
+    assert_eq!(row["labels"]["pod"], k8s::POD, "{row}");
+}
+
+/// An OOM kill in a kubepods-shaped container cgroup names the victim's namespace, pod and
+/// container, in JSON and in the human line; the kill is the one the kernel counted there.
+#[test]
+fn oom_kill_in_a_pod_carries_its_names() {
+    let pod = k8s::Pod::create("k8s-oom", 32 * MIB).unwrap();
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    k8s::kubelet_files(&dir.path().join("node")).unwrap();
+    let json = dir.path().join("events.jsonl");
+    let human = dir.path().join("human.txt");
+    let memstall = Memstall::start_with_stdout(
+        &[
+            "--json",
+            json.to_str().unwrap(),
+            "--test-k8s-root",
+            dir.path().join("node").to_str().unwrap(),
+            "--cgroup",
+            &pod.pod.relative,
+        ],
+        fs::File::create(&human).unwrap(),
+    )
+    .unwrap();
+    let victim = run_to_oom_kill(&[
+        "--cgroup",
+        pod.container.path.to_str().unwrap(),
+        "--anon-mib",
+        "128",
+    ]);
+    assert_eq!(pod.container.oom_kills().unwrap(), 1);
+    let seen = wait_until(Duration::from_secs(10), || {
+        read_json_lines(&json)
+            .unwrap_or_default()
+            .iter()
+            .any(|e| e["type"] == "oom_kill")
+    });
+    let (status, stderr) = memstall.stop(libc::SIGINT).unwrap();
+    assert!(seen && status.success(), "{stderr:?}");
+    let events = read_json_lines(&json).unwrap();
+    let kills: Vec<_> = events.iter().filter(|e| e["type"] == "oom_kill").collect();
+    assert_eq!(kills.len(), 1, "{kills:#?}");
+    let kill = kills[0];
+    assert_eq!(kill["victim_pid"], victim, "{kill}");
+    assert_eq!(kill["victim_cgroup"], pod.container.relative.as_str());
+    let names = &kill["victim_labels"];
+    assert_eq!(names["namespace"], k8s::NAMESPACE, "{kill}");
+    assert_eq!(names["pod"], k8s::POD, "{kill}");
+    assert_eq!(names["container"], k8s::CONTAINER, "{kill}");
+    assert_eq!(names["container_id"], k8s::CONTAINER_ID, "{kill}");
+    let lines = fs::read_to_string(&human).unwrap();
+    let pod_line = format!(
+        "    pod: {}/{}/{}",
+        k8s::NAMESPACE,
+        k8s::POD,
+        k8s::CONTAINER
+    );
+    assert!(lines.lines().any(|l| l == pod_line), "{lines}");
 }

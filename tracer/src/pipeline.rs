@@ -330,7 +330,17 @@ impl Pipeline {
         }
     }
 
-    fn emit_summary(&mut self, summary: &Summary) -> Result<()> {
+    /// Names the summary's container cgroups, then hands it to every sink.
+    fn emit_summary(&mut self, summary: &mut Summary) -> Result<()> {
+        let cgroups: Vec<String> = summary.cgroups().map(str::to_owned).collect();
+        for cgroup in cgroups {
+            if summary.labels.contains_key(&cgroup) {
+                continue;
+            }
+            if let Some(labels) = self.enricher.labels(&cgroup) {
+                summary.labels.insert(cgroup, labels);
+            }
+        }
         for sink in &mut self.sinks {
             sink.summary(summary)?;
         }
@@ -367,6 +377,7 @@ impl Pipeline {
             latency: period.latency,
             pressure: self.pressure_rows(scope),
             dropped: now.dropped.as_ref().map(|d| d.total),
+            labels: HashMap::new(),
         }
     }
 
@@ -432,11 +443,11 @@ impl Pipeline {
     pub fn finish(mut self, counters: KernelCounters, hooks: Vec<String>) -> Result<RunSummary> {
         self.flush_kills()?;
         let drops = counters.dropped.clone().unwrap_or_default();
-        let summary = Summary {
+        let mut summary = Summary {
             dropped: Some(drops.total),
             ..self.summary(Scope::Total, &counters)
         };
-        self.emit_summary(&summary)?;
+        self.emit_summary(&mut summary)?;
         self.run.time_ns = now_unix_ns();
         self.run.duration_ns = self.started.elapsed().as_nanos() as u64;
         self.run.dropped = drops.total;
@@ -460,10 +471,10 @@ impl Consumer for Pipeline {
 
     /// Ends an `--interval` period: its rows go to the sinks, then fold into the totals.
     fn interval(&mut self, counters: KernelCounters) -> Result<()> {
-        let summary = self.summary(Scope::Interval, &counters);
+        let mut summary = self.summary(Scope::Interval, &counters);
         self.counters.kernel_seen = counters;
         self.period_started = Instant::now();
-        self.emit_summary(&summary)
+        self.emit_summary(&mut summary)
     }
 
     fn tick(&mut self) -> Result<()> {
@@ -477,14 +488,14 @@ impl Consumer for Pipeline {
         let rows = self
             .stalls
             .totals_where(&mut name, |path| is_within(path, relative));
-        let summary = Summary {
+        let mut summary = Summary {
             scope: Scope::Removed,
             time_ns: now_unix_ns(),
             period_ns: self.started.elapsed().as_nanos() as u64,
             rows,
             ..Default::default()
         };
-        self.emit_summary(&summary)?;
+        self.emit_summary(&mut summary)?;
         Ok(self.filter.forget(relative))
     }
 }

@@ -1,7 +1,10 @@
-//! Developer tasks: `cargo xtask setup | build | run -- ARGS | test | vmtest`.
+//! Developer tasks: `cargo xtask setup | build | run -- ARGS | test | vmtest | dist | image`.
 mod bench;
+mod dist;
 mod fuzz;
+mod image;
 mod lint;
+mod musl;
 mod setup;
 mod vmtest;
 
@@ -51,6 +54,22 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// Set up, build a static (musl) memstall and pack target/dist/memstall-VERSION-…tar.gz
+    /// (binary, man pages, completions, README, deploy/, SHA256SUMS), then check the archive:
+    /// sums, static, --version, `memstall doctor` with no toolchain on PATH (as root), docs.
+    Dist {
+        /// Pack an unoptimized build (…-debug.tar.gz): checked the same, built in seconds.
+        #[arg(long)]
+        debug: bool,
+    },
+    /// `dist`, then an OCI image archive of deploy/Containerfile holding its binary, built
+    /// without a daemon (buildah), target/dist/memstall-VERSION-oci.tar; checked with skopeo
+    /// and by running `memstall doctor` from the image's layer (as root).
+    Image {
+        /// From the unoptimized build of `dist --debug`.
+        #[arg(long)]
+        debug: bool,
+    },
     /// Set up, then run the integration tests in QEMU VMs on Debian kernels (pure cgroup v2).
     Vmtest {
         /// Kernel series, comma-separated.
@@ -95,6 +114,14 @@ fn build(release: bool) -> Result<PathBuf> {
         .join("target")
         .join(profile)
         .join("memstall"))
+}
+
+fn profile(debug: bool) -> dist::Profile {
+    if debug {
+        dist::Profile::Debug
+    } else {
+        dist::Profile::Release
+    }
 }
 
 pub fn is_root() -> bool {
@@ -143,6 +170,16 @@ fn main() -> ExitCode {
                 fuzz::fuzz(fuzz::DEFAULT_SECONDS)?;
             }
             Ok(())
+        }),
+        Task::Dist { debug } => setup::setup().and_then(|()| {
+            let dist = dist::dist(profile(debug))?;
+            dist::check(&dist)
+        }),
+        Task::Image { debug } => setup::setup().and_then(|()| {
+            let dist = dist::dist(profile(debug))?;
+            dist::check(&dist)?;
+            let archive = image::image(&dist)?;
+            image::check(&archive, &dist)
         }),
         Task::Vmtest { kernel } => setup::setup().and_then(|()| vmtest::vmtest(kernel.as_deref())),
     };

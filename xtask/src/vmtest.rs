@@ -26,10 +26,14 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{cargo, run, setup::apt_ensure, workspace_root};
+use crate::{
+    musl::{self, strip},
+    run,
+    setup::apt_ensure,
+    workspace_root,
+};
 
 const DEFAULT_KERNELS: &str = "6.1,6.12";
-const MUSL: &str = "x86_64-unknown-linux-musl";
 const APT_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
@@ -63,6 +67,7 @@ const TESTS: &[(&str, &str)] = &[
 /// Modules left out, and why.
 const NOT_IN_VM: &[(&str, &str)] = &[
     ("prometheus", "needs Debian's prometheus server"),
+    ("dashboard", "needs Debian's prometheus server"),
     ("live", "needs tmux"),
 ];
 const INIT: &str = include_str!("../vm/init.sh");
@@ -138,21 +143,25 @@ pub fn vmtest(kernels: Option<&str>) -> Result<()> {
 
 /// Builds the static test binaries and packs them with /init into target/vmtest/payload.cpio.
 fn build_payload(cache: &Path) -> Result<PathBuf> {
-    let installed = Command::new("rustup")
-        .args(["target", "list", "--installed"])
-        .output();
-    if !installed.is_ok_and(|out| {
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .any(|t| t == MUSL)
-    }) {
-        run(Command::new("rustup").args(["target", "add", MUSL]))?;
-    }
-    let tests = executables("test --no-run -p memstall-tests", "test")?;
-    let bins = executables(
-        "build -p memstall --bin memstall -p memstall-tests --bin memhog",
+    musl::ensure_target()?;
+    let tests = musl::executables(
+        &musl::cargo_messages(&["test", "--no-run", "-p", "memstall-tests"])?,
+        "test",
+    );
+    let bins = musl::executables(
+        &musl::cargo_messages(&[
+            "build",
+            "-p",
+            "memstall",
+            "--bin",
+            "memstall",
+            "-p",
+            "memstall-tests",
+            "--bin",
+            "memhog",
+        ])?,
         "bin",
-    )?;
+    );
     let root = cache.join("payload");
     let _ = fs::remove_dir_all(&root);
     fs::create_dir_all(root.join("memstall/deps"))?;
@@ -204,40 +213,6 @@ fn test_modules() -> Result<Vec<String>> {
         .filter_map(|l| l.strip_prefix("mod ")?.strip_suffix(';'))
         .map(str::to_owned)
         .collect())
-}
-
-/// Runs cargo for the musl target with JSON messages; returns (target name, executable) of
-/// the artifacts of `kind`.
-fn executables(args: &str, kind: &str) -> Result<Vec<(String, PathBuf)>> {
-    let out = cargo()
-        .args(args.split(' '))
-        .args(["--target", MUSL, "--message-format=json-render-diagnostics"])
-        .stderr(Stdio::inherit())
-        .output()
-        .context("running cargo")?;
-    if !out.status.success() {
-        bail!("cargo {args} --target {MUSL} failed: {}", out.status);
-    }
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["kind"][0] == kind)
-        .filter_map(|m| {
-            Some((
-                m["target"]["name"].as_str()?.to_owned(),
-                m["executable"].as_str()?.into(),
-            ))
-        })
-        .collect())
-}
-
-/// Debug info makes the binaries ~50 MB each; the guest keeps them in RAM.
-fn strip(from: &Path, to: &Path) -> Result<()> {
-    run(Command::new("strip")
-        .arg("--strip-debug")
-        .arg("-o")
-        .arg(to)
-        .arg(from))
 }
 
 fn boot(

@@ -13,11 +13,14 @@ pub mod snapshot;
 use crate::{
     cgroup::{CgroupResolver, CgroupVersion, is_within, memory::CgroupMemory},
     clock::BootClock,
-    event::{Event, Kill, OomKill, Stall},
+    event::{Event, Kill, Labels, OomKill, Stall},
 };
 
 use self::{
-    aftermath::Aftermath, k8s::Labeler, postmortem::PostMortem, recent_stalls::RecentStalls,
+    aftermath::Aftermath,
+    k8s::{KubeletRoots, Labeler},
+    postmortem::PostMortem,
+    recent_stalls::RecentStalls,
 };
 
 /// Names and explanations for events, with the state that takes: the id → path map, the
@@ -37,7 +40,7 @@ impl Enricher {
         Self {
             cgroups,
             version,
-            labeler: Labeler::new(k8s::KUBELET_PODS),
+            labeler: Labeler::new(KubeletRoots::default()),
             postmortem: None,
             recent: RecentStalls::default(),
             aftermath: Aftermath::default(),
@@ -53,6 +56,19 @@ impl Enricher {
     pub fn with_postmortem(mut self, postmortem: PostMortem) -> Self {
         self.postmortem = Some(postmortem);
         self
+    }
+
+    /// Names pods and containers from the kubelet's files under these roots (the node's own
+    /// by default).
+    #[must_use]
+    pub fn with_kubelet(mut self, roots: KubeletRoots) -> Self {
+        self.labeler = Labeler::new(roots);
+        self
+    }
+
+    /// Container and Kubernetes names of a cgroup path (cached).
+    pub fn labels(&mut self, cgroup: &str) -> Option<Labels> {
+        self.labeler.labels(cgroup)
     }
 
     /// Remembers a stall for the reclaim effort before a later kill.

@@ -5,7 +5,7 @@ use memstall_common::StallKind;
 
 use crate::{
     clock::format_unix_ns,
-    event::{Event, Freed, Kill, KillMethod, OomKill, OomRisk, RiskReason, Stall},
+    event::{Event, Freed, Kill, KillMethod, Labels, OomKill, OomRisk, RiskReason, Stall},
     sink::{Kb, Ms},
     term::escape,
 };
@@ -102,6 +102,9 @@ fn oom_kill(kill: &OomKill, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             kill.pid,
             escape(kill.cgroup.as_deref().unwrap_or(unknown))
         )?;
+    }
+    if let Some(workload) = kill.victim_labels.as_ref().and_then(Labels::workload) {
+        write!(f, "\n    pod: {}", escape(&workload))?;
     }
     let e = &kill.explanation;
     if let Some(constraint) = &e.constraint {
@@ -352,5 +355,29 @@ mod tests {
              memhog pid 9 (8017 points, would free 8192 kB, keeps 0 kB shmem)\n    hit its limit 3 \
              times in 10 s"
         );
+    }
+
+    #[test]
+    fn oom_kill_in_a_pod_names_it() {
+        let kill = OomKill {
+            victim_comm: "hog".into(),
+            victim_pid: 7,
+            pid: 7,
+            victim_cgroup: Some("/kubepods/pod1/abc".into()),
+            victim_labels: Some(Labels {
+                namespace: Some("shop".into()),
+                pod: Some("web-0".into()),
+                container: Some("nginx\x1b[2J".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let text = EventLine(&Event::OomKill(Box::new(kill))).to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].contains("OOM KILL hog pid 7 in /kubepods/pod1/abc: "),
+            "{text}"
+        );
+        assert_eq!(lines[1], "    pod: shop/web-0/nginx\\x1b[2J", "{text}");
     }
 }

@@ -24,7 +24,7 @@ use crate::{
     event::Event,
     pipeline::{RunSummary, Sink},
     sink::Ms,
-    term::escaped,
+    term::{escape, escaped},
 };
 
 mod state;
@@ -85,7 +85,7 @@ fn draw(frame: &mut Frame, state: &State, view: &mut View) {
             );
         }
     } else {
-        let mut header_cells = vec!["CGROUP".to_owned(), "STALL TIME".into()];
+        let mut header_cells = vec!["CGROUP (POD)".to_owned(), "STALL TIME".into()];
         header_cells.extend(KINDS.iter().map(|k| format!("{k} n/p99")));
         header_cells.extend([
             "FAULTS/S".into(),
@@ -95,7 +95,8 @@ fn draw(frame: &mut Frame, state: &State, view: &mut View) {
             "RISK".into(),
         ]);
         let table_rows = rows.iter().map(|(name, row)| {
-            let mut cells = vec![escaped(name.as_str()), Ms(row.stall_ns).to_string()];
+            let shown = row.workload.as_deref().unwrap_or(name.as_str());
+            let mut cells = vec![escaped(shown), Ms(row.stall_ns).to_string()];
             cells.extend(KINDS.iter().map(|kind| match row.kinds.get(kind) {
                 Some(k) if k.count > 0 => format!("{} / <{}", k.count, Ms(k.quantile_ns(0.99) + 1)),
                 _ => "-".into(),
@@ -132,6 +133,9 @@ fn draw(frame: &mut Frame, state: &State, view: &mut View) {
 
 fn histograms(name: &str, row: &CgroupRow) -> Vec<Line<'static>> {
     let mut lines = vec![Line::from(escaped(name))];
+    if let Some(workload) = &row.workload {
+        lines.push(Line::from(format!("pod {}", escape(workload))));
+    }
     for (kind, stats) in &row.kinds {
         lines.push(Line::from(format!(
             "{kind}: {} stalls, {} total",

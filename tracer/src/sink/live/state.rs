@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use crate::{
     aggregate::Summary,
     clock::format_unix_ns,
-    event::{Event, RiskReason},
+    event::{Event, Labels, RiskReason},
     term::escape,
 };
 
@@ -36,6 +36,8 @@ impl KindStats {
 
 #[derive(Clone, Debug, Default)]
 pub(super) struct CgroupRow {
+    /// `namespace/pod/container` of a pod's cgroup, shown instead of its path.
+    pub(super) workload: Option<String>,
     pub(super) kinds: BTreeMap<&'static str, KindStats>,
     /// Time its tasks stalled, nested stalls once (the pressure rows' `stall_ns`).
     pub(super) stall_ns: u64,
@@ -113,20 +115,28 @@ impl State {
             let row = self.rows.entry(f.cgroup.clone()).or_default();
             (row.faults_per_s, row.major_per_s) = (f.minor_per_s + f.major_per_s, f.major_per_s);
         }
+        for (cgroup, labels) in &summary.labels {
+            if let Some(row) = self.rows.get_mut(cgroup) {
+                row.workload = labels.workload();
+            }
+        }
     }
 
     pub(super) fn event(&mut self, event: &Event) {
         match event {
             Event::OomKill(kill) => {
                 let cgroup = kill.victim_cgroup.clone().unwrap_or_else(|| "?".into());
+                let workload = kill.victim_labels.as_ref().and_then(Labels::workload);
                 self.last_oom = Some(format!(
                     "{} {} pid {} in {}",
                     format_unix_ns(kill.time_ns),
                     escape(&kill.victim_comm),
                     kill.victim_pid,
-                    escape(&cgroup)
+                    escape(workload.as_deref().unwrap_or(&cgroup))
                 ));
-                self.rows.entry(cgroup).or_default().oom_kills += 1;
+                let row = self.rows.entry(cgroup).or_default();
+                row.oom_kills += 1;
+                row.workload = row.workload.take().or(workload);
             }
             Event::Kill(kill) => {
                 let cgroup = kill.cgroup.clone().unwrap_or_else(|| "?".into());

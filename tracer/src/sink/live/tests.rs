@@ -1,6 +1,7 @@
 //! Tests of live/mod.rs.
 use super::*;
 use crate::aggregate::{FaultRow, KswapdActivity, StallStats};
+use crate::event::Labels;
 use memstall_common::StallKind;
 
 fn summary(cgroup: &str, ns: &[u64], faults: f64) -> Summary {
@@ -191,4 +192,50 @@ fn kills_and_oom_risk_have_their_columns() {
     assert_eq!(state.rows["/svc"].risk.as_deref(), Some("2048 kB left"));
     state.event(&risk("/svc", RiskReason::Cleared, None));
     assert_eq!(state.rows["/svc"].risk, None);
+}
+
+/// A pod's cgroup is shown by its names (namespace/pod/container), its path in the histogram
+/// view; the last OOM kill names the victim's pod.
+#[test]
+fn pod_cgroups_are_shown_by_name() {
+    use ratatui::{Terminal, backend::TestBackend};
+    let cgroup = "/kubepods/burstable/pod8d3a/0a1b2c3d4e5f";
+    let labels = Labels {
+        namespace: Some("shop".into()),
+        pod: Some("web-0".into()),
+        container: Some("nginx".into()),
+        ..Default::default()
+    };
+    let mut live = LiveSink::new();
+    live.done = true;
+    live.summary(&Summary {
+        labels: [(cgroup.to_owned(), labels.clone())].into(),
+        ..summary(cgroup, &[3_000_000], 1.0)
+    })
+    .unwrap();
+    live.event(&Event::OomKill(Box::new(crate::event::OomKill {
+        victim_comm: "hog".into(),
+        victim_cgroup: Some(cgroup.into()),
+        victim_labels: Some(labels),
+        ..Default::default()
+    })))
+    .unwrap();
+    let state = locked(&live.state);
+    let mut terminal = Terminal::new(TestBackend::new(220, 12)).unwrap();
+    let mut view = View {
+        sort: SortKey::StallTime,
+        table: TableState::default(),
+        detail: false,
+    };
+    terminal.draw(|f| draw(f, &state, &mut view)).unwrap();
+    let screen = text(&terminal);
+    assert_eq!(screen.matches("shop/web-0/nginx").count(), 2, "{screen}");
+    assert!(!screen.contains("pod8d3a"), "{screen}");
+    view.detail = true;
+    terminal.draw(|f| draw(f, &state, &mut view)).unwrap();
+    let screen = text(&terminal);
+    assert!(
+        screen.contains(cgroup) && screen.contains("pod shop/web-0/nginx"),
+        "{screen}"
+    );
 }

@@ -7,12 +7,15 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use crate::event::{Event, RiskReason};
+use super::names::PodNames;
+use crate::event::{Event, Labels, RiskReason};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KillLabels {
     cgroup: String,
     killer: &'static str,
+    #[prometheus(flatten)]
+    names: PodNames,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -46,14 +49,18 @@ impl KillMetrics {
     pub fn event(&self, event: &Event) {
         match event {
             Event::Kill(kill) => {
-                self.count(kill.cgroup.as_deref(), kill.killer.name());
+                self.count(
+                    kill.cgroup.as_deref(),
+                    kill.killer.name(),
+                    kill.labels.as_ref(),
+                );
             }
             Event::OomKill(kill) => {
                 let cgroup = kill
                     .victim_cgroup
                     .as_deref()
                     .or(kill.explanation.oom_cgroup.as_deref());
-                self.count(cgroup, kill.killer.name());
+                self.count(cgroup, kill.killer.name(), kill.victim_labels.as_ref());
             }
             Event::OomRisk(risk) => {
                 let labels = CgroupLabels {
@@ -71,11 +78,12 @@ impl KillMetrics {
         }
     }
 
-    fn count(&self, cgroup: Option<&str>, killer: &'static str) {
+    fn count(&self, cgroup: Option<&str>, killer: &'static str, labels: Option<&Labels>) {
         self.kills
             .get_or_create(&KillLabels {
                 cgroup: cgroup.unwrap_or("?").to_owned(),
                 killer,
+                names: PodNames::of(labels),
             })
             .inc();
     }

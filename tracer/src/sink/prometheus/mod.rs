@@ -18,12 +18,14 @@ use prometheus_client::{
 mod histogram;
 pub mod http;
 mod kills;
+mod names;
 mod pressure;
 
 pub use histogram::StallHistogram;
 use histogram::lock;
 #[cfg(test)]
 use histogram::{BOUNDS_US, bucket_index};
+use names::PodNames;
 
 use crate::{
     aggregate::{Scope, Summary},
@@ -36,29 +38,39 @@ use crate::{
 struct StallLabels {
     cgroup: String,
     kind: &'static str,
+    #[prometheus(flatten)]
+    names: PodNames,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FaultLabels {
     cgroup: String,
     kind: &'static str,
+    #[prometheus(flatten)]
+    names: PodNames,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LruLabels {
     cgroup: String,
     reclaimer: &'static str,
+    #[prometheus(flatten)]
+    names: PodNames,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OomLabels {
     cgroup: String,
     constraint: String,
+    #[prometheus(flatten)]
+    names: PodNames,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CgroupLabels {
     cgroup: String,
+    #[prometheus(flatten)]
+    names: PodNames,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -188,11 +200,13 @@ impl Metrics {
             return;
         }
         self.pressure.add(&summary.pressure);
+        let names = |cgroup: &String| PodNames::of(summary.labels.get(cgroup));
         for row in &summary.rows {
             self.stalls
                 .get_or_create(&StallLabels {
                     cgroup: row.cgroup.clone(),
                     kind: row.kind,
+                    names: names(&row.cgroup),
                 })
                 .add(row);
         }
@@ -202,6 +216,7 @@ impl Metrics {
                     .get_or_create(&FaultLabels {
                         cgroup: row.cgroup.clone(),
                         kind,
+                        names: names(&row.cgroup),
                     })
                     .inc_by(count);
             }
@@ -214,6 +229,7 @@ impl Metrics {
                 let labels = LruLabels {
                     cgroup: pages.cgroup.clone(),
                     reclaimer,
+                    names: names(&pages.cgroup),
                 };
                 self.lru_scanned.get_or_create(&labels).inc_by(scanned);
                 self.lru_reclaimed.get_or_create(&labels).inc_by(reclaimed);
@@ -223,6 +239,7 @@ impl Metrics {
             self.kswapd_wakeups
                 .get_or_create(&CgroupLabels {
                     cgroup: cgroup.clone(),
+                    names: names(cgroup),
                 })
                 .inc_by(*count);
         }
@@ -247,6 +264,14 @@ impl Metrics {
             .or_else(|| kill.explanation.oom_cgroup.clone())
             .or_else(|| kill.cgroup.clone())
             .unwrap_or_else(|| "?".into());
+        // The names of the cgroup labelled (enrichment named the victim's and the record's).
+        let names = PodNames::of(if kill.victim_cgroup.as_ref() == Some(&cgroup) {
+            kill.victim_labels.as_ref()
+        } else if kill.cgroup.as_ref() == Some(&cgroup) {
+            kill.labels.as_ref()
+        } else {
+            None
+        });
         let constraint = kill
             .explanation
             .constraint
@@ -256,10 +281,11 @@ impl Metrics {
             .get_or_create(&OomLabels {
                 cgroup: cgroup.clone(),
                 constraint,
+                names: names.clone(),
             })
             .inc();
         self.last_oom_kill
-            .get_or_create(&CgroupLabels { cgroup })
+            .get_or_create(&CgroupLabels { cgroup, names })
             .set(kill.time_ns as f64 / 1e9);
     }
 
