@@ -114,9 +114,16 @@ fn assert_reconciles(traced: &Traced, cgroup: &MemCgroup) -> u64 {
         traced.kernel.freepages.count,
         row["by_cause"]
     );
+    // Delay accounting's window sits strictly inside the tracepoints' (mm/vmscan.c:
+    // do_try_to_free_pages starts it after memcg_reclaim_begin and ends it before _end), so the
+    // stall is never much shorter; it may be longer by what runs (or preempts the task, on a
+    // busy machine) between the two edges: at most 20 µs a window, as for every other
+    // reconciliation with freepages.
     assert!(
-        stall_ns.abs_diff(kernel_ns) * 50 <= kernel_ns,
-        "stall_ns {stall_ns} vs taskstats memory delays {kernel_ns}: more than 2 % apart"
+        stall_ns * 50 + kernel_ns >= kernel_ns * 50
+            && stall_ns <= kernel_ns + kernel_ns / 50 + windows * 20_000,
+        "stall_ns {stall_ns} vs taskstats memory delays {kernel_ns} ({windows} windows): \
+         more than 2 % short, or more than 2 % + 20 µs a window long"
     );
     // Delay accounting counts each reclaim, and each time the kernel starts one over inside;
     // memstall sees a restart where the new pass scans (see README).
