@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use memstall_tests::{CgroupVersion, MIB, MemCgroup, Memstall, memhog, read_json_lines};
+use memstall_tests::{CgroupVersion, MIB, MemCgroup, Memstall, memhog, read_json_lines, skip};
 use serde_json::Value;
 
 /// The global direct-reclaim test fills the machine's memory: nothing else may run beside it.
@@ -219,7 +219,7 @@ fn memory_high_reclaim_matches_memory_events_high() {
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let cgroup = MemCgroup::create("memory-high", 512 * MIB).unwrap();
     if cgroup.version != CgroupVersion::V2 {
-        eprintln!("skipped: memory.high is cgroup v2 (runs in `cargo xtask vmtest`)");
+        skip("memory.high is cgroup v2 (runs in `cargo xtask vmtest`)");
         return;
     }
     cgroup

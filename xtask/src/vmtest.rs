@@ -49,6 +49,7 @@ const TESTS: &[(&str, &str)] = &[
     ("cli", ""),
     ("oom_kill", ""),
     ("oom_postmortem", ""),
+    ("oom_scores", ""),
     ("reclaim", "--skip direct_reclaim"),
     ("targeting", ""),
     ("faults", ""),
@@ -63,18 +64,31 @@ const NOT_IN_VM: &[(&str, &str)] = &[
     ("live", "needs tmux"),
 ];
 const INIT: &str = include_str!("../vm/init.sh");
+/// Counts the guest's results (skips apart from passes) and prints the marker.
+const TALLY: &str = include_str!("../vm/tally.sh");
 const MARKER: &str = "MEMSTALL-VMTEST-RESULT:";
 const DEFAULT_TIMEOUT_SECS: u64 = 1800;
 const DISK_BYTES: u64 = 1 << 30;
 
+/// The guest's last word: `passed=N skipped=S failed=M exit=E` (exit: the status of the last
+/// failing test binary).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Marker {
+    passed: u64,
+    skipped: u64,
+    failed: u64,
+    exit: i64,
+}
+
 /// What one VM run came to.
 #[derive(Default)]
 struct Outcome {
-    /// passed, failed, exit status of the last failing test binary (from the marker).
-    result: Option<(u64, u64, i64)>,
+    result: Option<Marker>,
     boot: Option<Duration>,
     tests: Option<Duration>,
     failed_tests: Vec<String>,
+    /// `module: test: reason` of each test that skipped.
+    skips: Vec<String>,
     /// Why there is no marker (timeout, QEMU's exit status).
     ended: String,
 }
@@ -107,13 +121,15 @@ pub fn vmtest(kernels: Option<&str>) -> Result<()> {
         );
 
     let mut failed = Vec::new();
-    let (mut tests_passed, mut tests_failed) = (0, 0);
+    let mut all = Marker::default();
     for kernel in &kernels {
         let name = kernel.version.trim_end_matches("-amd64");
         let log = cache.join(format!("{name}.log"));
         let outcome = boot(kernel, &payload, &cache, &log, timeout)?;
-        if let Some((passed, failed, _)) = outcome.result {
-            (tests_passed, tests_failed) = (tests_passed + passed, tests_failed + failed);
+        if let Some(marker) = outcome.result {
+            all.passed += marker.passed;
+            all.skipped += marker.skipped;
+            all.failed += marker.failed;
         }
         if !outcome.report(name) {
             print_tail(&log, 40);
@@ -122,7 +138,10 @@ pub fn vmtest(kernels: Option<&str>) -> Result<()> {
     }
     eprintln!("vmtest: done [{:.1} s]", started.elapsed().as_secs_f64());
     // The closing line CI reads: all kernels' tests together.
-    println!("vmtest: {tests_passed} passed, {tests_failed} failed");
+    println!(
+        "vmtest: {} passed, {} skipped, {} failed",
+        all.passed, all.skipped, all.failed
+    );
     if !failed.is_empty() {
         bail!(
             "vmtest failed on {} (logs in {})",
@@ -155,6 +174,7 @@ fn build_payload(cache: &Path) -> Result<PathBuf> {
     fs::create_dir_all(root.join("memstall/deps"))?;
     fs::write(root.join("init"), INIT)?;
     fs::set_permissions(root.join("init"), fs::Permissions::from_mode(0o755))?;
+    fs::write(root.join("memstall/tally.sh"), TALLY)?;
     // The tests find memhog at current_exe()/../../memhog and memstall through MEMSTALL_BIN.
     for bin in ["memstall", "memhog"] {
         let (_, exe) = bins
@@ -318,6 +338,9 @@ fn boot(
         };
         if let Some(message) = line.strip_prefix("vmtest: ") {
             eprintln!("vmtest {name}: {message}");
+            if let Some(skip) = message.strip_prefix("skipped ") {
+                outcome.skips.push(skip.to_owned());
+            }
             if line.starts_with("vmtest: init") && outcome.boot.is_none() {
                 outcome.boot = Some(started.elapsed());
             }
@@ -359,7 +382,13 @@ impl Outcome {
             |d: Option<Duration>| d.map_or("?".into(), |d| format!("{:.1}", d.as_secs_f64()));
         let tests = self.tests.map_or(0.0, |d| d.as_secs_f64());
         let times = format!("boot {} s, tests {tests:.0} s", secs(self.boot));
-        let Some((passed, failed, exit)) = self.result else {
+        let Some(Marker {
+            passed,
+            skipped,
+            failed,
+            exit,
+        }) = self.result
+        else {
             println!("vmtest {name}: no result ({}; {times})", self.ended);
             return false;
         };
@@ -368,7 +397,12 @@ impl Outcome {
         } else {
             format!(", exit {exit}")
         };
-        println!("vmtest {name}: {passed} passed, {failed} failed ({times}){exit_note}");
+        println!(
+            "vmtest {name}: {passed} passed, {skipped} skipped, {failed} failed ({times}){exit_note}"
+        );
+        for skip in &self.skips {
+            println!("    skipped {skip}");
+        }
         for test in &self.failed_tests {
             println!("    FAILED {test}");
         }
@@ -376,17 +410,18 @@ impl Outcome {
     }
 }
 
-/// `passed=N failed=M exit=E`
-fn parse_marker(rest: &str) -> Option<(u64, u64, i64)> {
+/// `passed=N skipped=S failed=M exit=E`
+fn parse_marker(rest: &str) -> Option<Marker> {
     let value = |key: &str| {
         rest.split_whitespace()
             .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse::<i64>().ok())
     };
-    Some((
-        value("passed")? as u64,
-        value("failed")? as u64,
-        value("exit")?,
-    ))
+    Some(Marker {
+        passed: value("passed")? as u64,
+        skipped: value("skipped")? as u64,
+        failed: value("failed")? as u64,
+        exit: value("exit")?,
+    })
 }
 
 fn print_tail(log: &Path, lines: usize) {
@@ -395,5 +430,71 @@ fn print_tail(log: &Path, lines: usize) {
     println!("---- last {lines} lines of {} ----", log.display());
     for line in &all[all.len().saturating_sub(lines)..] {
         println!("{line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The guest's tally on made-up results: a skipped test is no pass, a binary without a
+    /// result line is a failure.
+    #[test]
+    fn guest_tally_counts_skips_apart() {
+        let dir = std::env::temp_dir().join(format!("xtask-tally-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, text: &str| fs::write(dir.join(name), text).unwrap();
+        write(
+            "list",
+            "cli integration-x cli::\nreclaim integration-x reclaim:: --skip direct\nfentry integration-x fentry::\n",
+        );
+        write(
+            "out.cli",
+            "test cli::a ... ok\ntest cli::b ... ok\n\ntest result: ok. 2 passed; 0 failed\n",
+        );
+        write("rc.cli", "0\n");
+        write(
+            "out.reclaim",
+            "test reclaim::high ... ok\ntest reclaim::memcg ... ok\ntest reclaim::kswapd ... FAILED\n\nfailures:\n\ntest result: FAILED. 2 passed; 1 failed\n",
+        );
+        write("rc.reclaim", "101\n");
+        write(
+            "skips.reclaim",
+            "reclaim::high: memory.high is cgroup v2\nreclaim::high: and twice\nreclaim::kswapd: no kswapd here\n",
+        );
+        write("out.fentry", "thread 'main' panicked\n");
+        write("rc.fentry", "124\n");
+        let out = Command::new("sh")
+            .arg(workspace_root().join("xtask/vm/tally.sh"))
+            .arg(dir.join("list"))
+            .arg(&dir)
+            .output()
+            .unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}");
+        let marker = stdout
+            .lines()
+            .last()
+            .and_then(|l| l.split_once(MARKER))
+            .and_then(|(_, rest)| parse_marker(rest));
+        assert_eq!(
+            marker,
+            Some(Marker {
+                passed: 3,
+                skipped: 1,
+                failed: 2,
+                exit: 124
+            }),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("vmtest: skipped reclaim: reclaim::high: memory.high is cgroup v2"),
+            "{stdout}"
+        );
+        assert!(
+            !stdout.contains("skipped reclaim: reclaim::kswapd"),
+            "{stdout}"
+        );
     }
 }
