@@ -9,6 +9,7 @@ mod hardening;
 mod live;
 mod oom_kill;
 mod oom_postmortem;
+mod oom_scores;
 mod prometheus;
 mod reclaim;
 mod soak;

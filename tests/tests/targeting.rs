@@ -24,7 +24,6 @@ fn only_the_watched_cgroup_and_its_new_children_are_reported() {
     pressure(&busy, &dir.path().join("busy.img"), 40, 80);
     let child = watched.child("late-child", 96 * MIB).unwrap();
     pressure(&child, &dir.path().join("child.img"), 40, 80);
-    std::thread::sleep(Duration::from_millis(300));
     let (status, stderr) = memstall.stop(libc::SIGINT).unwrap();
     assert!(status.success(), "{stderr:?}");
 
@@ -117,7 +116,6 @@ fn kubepods_cgroups_are_labelled() {
     ])
     .unwrap();
     pressure(&container, &dir.path().join("cache.img"), 40, 80);
-    std::thread::sleep(Duration::from_millis(300));
     let (status, stderr) = memstall.stop(libc::SIGINT).unwrap();
     assert!(status.success(), "{stderr:?}");
     let events = read_json_lines(&json).unwrap();
