@@ -13,5 +13,6 @@ mod oom_scores;
 mod prometheus;
 mod reclaim;
 mod soak;
+mod stall_kinds;
 mod targeting;
 mod untrusted;

@@ -57,6 +57,7 @@ const TESTS: &[(&str, &str)] = &[
     ("doctor", ""),
     ("untrusted", ""),
     ("soak", "--skip renders_in_chromium"),
+    ("stall_kinds", ""),
 ];
 /// Modules left out, and why.
 const NOT_IN_VM: &[(&str, &str)] = &[
