@@ -595,6 +595,59 @@ pub fn pressure(cgroup: &MemCgroup, cache_file: &Path, cache_mib: u32, anon_mib:
     }
 }
 
+/// [`pressure`] whose anonymous part is asked, before it exits, how many reclaim calls it
+/// made (taskstats freepages: needs [`taskstats::DelayacctGuard`]): (its pid, that count).
+pub fn pressure_counted(
+    cgroup: &MemCgroup,
+    cache_file: &Path,
+    cache_mib: u32,
+    anon_mib: u32,
+) -> (u32, taskstats::TaskDelays) {
+    let cg = cgroup.path.to_str().expect("utf-8 cgroup path");
+    let spec = format!("{}:{cache_mib}", cache_file.display());
+    let status = memhog()
+        .args(["--cgroup", cg, "--page-cache", &spec])
+        .stdout(Stdio::null())
+        .status()
+        .expect("memhog");
+    assert!(status.success(), "memhog --page-cache {spec}: {status}");
+    let anon = anon_mib.to_string();
+    let mut hog = hog_holding(&["--cgroup", cg, "--anon-mib", &anon, "--hold-secs", "60"]);
+    let kernel = taskstats::taskstats(hog.id());
+    let _ = hog.kill();
+    let _ = hog.wait();
+    (hog.id(), kernel.expect("taskstats of the memhog"))
+}
+
+/// Holds `pid`'s stalls of `kind` against its own delay accounting (taskstats freepages):
+/// each reclaim call is one freepages window (a call the kernel retried is two, rarely), and
+/// the tracepoints sit just outside the window: a little more time, never less. Returns
+/// (stalls, their total ns).
+pub fn assert_matches_freepages(
+    events: &[serde_json::Value],
+    kind: &str,
+    pid: u32,
+    kernel: &taskstats::TaskDelays,
+) -> (u64, u64) {
+    let (count, ns) = events
+        .iter()
+        .filter(|e| e["type"] == kind && e["pid"] == pid)
+        .fold((0, 0), |(n, ns), e| {
+            (n + 1, ns + e["latency_ns"].as_u64().unwrap_or(0))
+        });
+    let windows = kernel.freepages.count;
+    assert!(
+        count <= windows && windows - count <= windows / 10,
+        "{count} {kind} stalls of {pid} vs its {windows} freepages windows"
+    );
+    let (floor, slack) = (kernel.freepages.total_ns, windows * 20_000);
+    assert!(
+        ns >= floor && ns <= floor + slack,
+        "{ns} ns of {kind} stalls of {pid} vs its freepages delay {floor} ns (+{slack})"
+    );
+    (count, ns)
+}
+
 /// Starts memhog and waits until it has touched all its memory (it then holds it).
 pub fn hog_holding(args: &[&str]) -> Child {
     let mut child = memhog()

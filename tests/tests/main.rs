@@ -15,4 +15,5 @@ mod reclaim;
 mod soak;
 mod stall_kinds;
 mod targeting;
+mod threshold;
 mod untrusted;

@@ -52,6 +52,7 @@ const TESTS: &[(&str, &str)] = &[
     ("oom_scores", ""),
     ("reclaim", "--skip direct_reclaim"),
     ("targeting", ""),
+    ("threshold", ""),
     ("faults", ""),
     ("fentry", ""),
     ("doctor", ""),
