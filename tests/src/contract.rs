@@ -392,6 +392,58 @@ pub fn check(value: &Value) -> Result<()> {
     check_known(value).map(|_| ())
 }
 
+/// Every struct of the contract by the README bullet that documents it: record types by
+/// their `type` (`stall` for the stall kinds), nested objects by the record they sit in.
+pub fn documented_structs() -> Vec<(&'static str, &'static [&'static str])> {
+    vec![
+        ("oom_kill", field_names::<OomKill>()),
+        ("oom_kill", field_names::<Candidate>()),
+        ("oom_kill", field_names::<ReclaimBefore>()),
+        ("stall", field_names::<Stall>()),
+        ("summary", field_names::<Summary>()),
+        ("summary", field_names::<Bucket>()),
+        ("faults", field_names::<Faults>()),
+        ("memcg_pages", field_names::<MemcgPages>()),
+        ("kswapd_wakeups", field_names::<KswapdWakeups>()),
+        ("kswapd", field_names::<Kswapd>()),
+        ("latency", field_names::<Latency>()),
+        ("latency", field_names::<LatencyBucket>()),
+        ("run_end", field_names::<RunEnd>()),
+        ("labels", field_names::<Labels>()),
+    ]
+}
+
+/// The record types whose every field must be there; the rest may be left out when empty.
+pub fn required_fields(record_type: &str) -> Vec<&'static str> {
+    let (fields, optional): (&[&str], &[&str]) = match record_type {
+        "oom_kill" => (field_names::<OomKill>(), &["labels", "victim_labels"]),
+        "summary" => (field_names::<Summary>(), &[]),
+        "faults" => (field_names::<Faults>(), &[]),
+        "memcg_pages" => (field_names::<MemcgPages>(), &[]),
+        "kswapd_wakeups" => (field_names::<KswapdWakeups>(), &[]),
+        "kswapd" => (field_names::<Kswapd>(), &[]),
+        "latency" => (field_names::<Latency>(), &[]),
+        "run_end" => (field_names::<RunEnd>(), &[]),
+        stall if is_stall_kind(stall) => (
+            field_names::<Stall>(),
+            &[
+                "order",
+                "nid",
+                "reason",
+                "kernel_stack",
+                "user_stack",
+                "labels",
+            ],
+        ),
+        _ => (&[], &[]),
+    };
+    fields
+        .iter()
+        .copied()
+        .filter(|f| !optional.contains(f))
+        .collect()
+}
+
 /// The field names a derived `Deserialize` struct asks for (serde hands them to
 /// `deserialize_struct`): the README must document each.
 pub fn field_names<T: DeserializeOwned>() -> &'static [&'static str] {

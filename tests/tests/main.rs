@@ -2,6 +2,7 @@
 //! running kernel, as root. Each module is one feature; `cargo xtask vmtest` runs the modules
 //! its kernels can run by name (`cli::`, `oom_kill::`, ...).
 mod cli;
+mod contract;
 mod doctor;
 mod faults;
 mod fentry;

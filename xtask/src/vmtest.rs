@@ -47,6 +47,7 @@ const APT_PACKAGES: &[&str] = &[
 /// trampolines, so the fentry hooks must attach.
 const TESTS: &[(&str, &str)] = &[
     ("cli", ""),
+    ("contract", ""),
     ("oom_kill", ""),
     ("oom_postmortem", ""),
     ("oom_scores", ""),
