@@ -11,7 +11,7 @@ use memstall_tests::{
     CgroupVersion, MIB, MemCgroup, Memstall, assert_attached, assert_matches_freepages,
     hog_holding, memhog, meminfo_kb, read_json_lines, skip,
     taskstats::{DelayacctGuard, taskstats},
-    vmstat_sum,
+    vmstat_sum, wait_for,
 };
 use serde_json::Value;
 
@@ -361,14 +361,17 @@ fn direct_reclaim_count_matches_allocstall() {
     // A reclaim counts in allocstall when it starts and reaches memstall when it ends: stop
     // only once no reclaim has started for a while, so none is in flight at the cut.
     let mut after = vmstat_sum("allocstall_");
-    for _ in 0..30 {
-        std::thread::sleep(Duration::from_secs(1));
-        let now = vmstat_sum("allocstall_");
-        if now == after {
-            break;
-        }
-        after = now;
-    }
+    wait_for(
+        "allocstall still for a second (no direct reclaim starting)",
+        Duration::from_secs(30),
+        || {
+            std::thread::sleep(Duration::from_secs(1));
+            let now = vmstat_sum("allocstall_");
+            let still = now == after;
+            after = now;
+            still
+        },
+    );
     // kswapd may still be balancing: its reclaim is bracketed by a reading on each side of the
     // tracer's last.
     let kswapd_steal_at_stop = vmstat_sum("pgsteal_kswapd") - kswapd_steal_before;
