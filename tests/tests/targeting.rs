@@ -31,6 +31,7 @@ fn only_the_watched_cgroup_and_its_new_children_are_reported() {
     assert!(status.success(), "{stderr:?}");
 
     let events = read_json_lines(&json).unwrap();
+    assert_attached(&events, &["memcg_reclaim"]);
     let stalls: Vec<_> = events
         .iter()
         .filter(|e| e["type"] == "memcg_reclaim")
@@ -78,6 +79,7 @@ fn removed_cgroup_gets_its_summary_and_the_tracer_ends() {
         "{stderr:?}"
     );
     let events = read_json_lines(&json).unwrap();
+    assert_attached(&events, &["memcg_reclaim"]);
     let removed: Vec<_> = events
         .iter()
         .filter(|e| e["type"] == "summary" && e["scope"] == "removed")
@@ -122,6 +124,7 @@ fn kubepods_cgroups_are_labelled() {
     let (status, stderr) = memstall.stop(libc::SIGINT).unwrap();
     assert!(status.success(), "{stderr:?}");
     let events = read_json_lines(&json).unwrap();
+    assert_attached(&events, &["memcg_reclaim"]);
     let stall = events
         .iter()
         .find(|e| e["type"] == "memcg_reclaim")
@@ -186,8 +189,8 @@ fn no_descendants_reports_only_the_named_cgroups_own_tasks() {
     let (status, stderr) = control.stop(libc::SIGINT).unwrap();
     assert!(status.success(), "{stderr:?}");
     let events = read_json_lines(&json).unwrap();
-    let all = read_json_lines(&control_json).unwrap();
     assert_attached(&events, &["memcg_reclaim"]);
+    let all = read_json_lines(&control_json).unwrap();
     let stalls_of = |events: &[serde_json::Value], pid: u32| {
         events
             .iter()
