@@ -552,6 +552,16 @@ pub fn assert_attached(events: &[serde_json::Value], hooks: &[&str]) {
     }
 }
 
+/// Whether this kernel has tracepoint `name`, from its BTF (`btf_trace_NAME`), independently
+/// of what memstall managed to attach.
+pub fn kernel_has_tracepoint(name: &str) -> bool {
+    let needle = format!("btf_trace_{name}\0");
+    fs::read("/sys/kernel/btf/vmlinux").is_ok_and(|btf| {
+        btf.windows(needle.len())
+            .any(|window| window == needle.as_bytes())
+    })
+}
+
 /// Installs a Debian package when `binary` is missing (CI machines start fresh, as root);
 /// `apt-get update` only when the first try fails.
 pub fn ensure_installed(binary: &str, package: &str) {

@@ -7,7 +7,8 @@ use std::{
 };
 
 use memstall_tests::{
-    MIB, MemCgroup, Memstall, hook_attached, hook_status, memhog, read_json_lines, skip,
+    MIB, MemCgroup, Memstall, hook_attached, hook_status, kernel_has_tracepoint, memhog,
+    read_json_lines, skip,
 };
 use serde_json::Value;
 
@@ -108,7 +109,13 @@ fn reconcile(source: &str, ready: &str) {
 
     if source == "ebpf" && !hook_attached(&events, "memcg_pages") {
         // Kernels before 6.13 have no memcg/count_memcg_events: memstall falls back to
-        // memory.stat and says so; comparing that with memory.stat would test nothing.
+        // memory.stat and says so; comparing that with memory.stat would test nothing. A
+        // kernel that has the tracepoint must get the hook.
+        assert!(
+            !kernel_has_tracepoint("count_memcg_events"),
+            "the kernel has count_memcg_events: {}",
+            hook_status(&events, "memcg_pages")
+        );
         assert!(ready_line.contains("faults: memory.stat"), "{ready_line}");
         assert!(
             stderr.iter().any(|l| l.contains("--faults ebpf needs")),
@@ -254,6 +261,11 @@ fn auto_switches_to_the_kernel_counter_past_2000_cgroups() {
     drop(children);
     let events = read_json_lines(&json).unwrap();
     if !hook_attached(&events, "memcg_pages") {
+        assert!(
+            !kernel_has_tracepoint("count_memcg_events"),
+            "the kernel has count_memcg_events: {}",
+            hook_status(&events, "memcg_pages")
+        );
         skip(&format!(
             "auto picks the kernel counter past 2000 cgroups, missing here ({})",
             hook_status(&events, "memcg_pages")
