@@ -229,6 +229,29 @@ fn softlimit_reclaim_takes_from_the_cgroup_over_its_soft_limit() {
         stalls.len(),
         cache_after / MIB
     );
+    // The kernel's own stacks say where soft-limit reclaim ran, whatever memstall calls it.
+    let through_soft_limit: Vec<&Value> = events
+        .iter()
+        .filter(|e| {
+            e["kernel_stack"].as_array().is_some_and(|frames| {
+                frames.iter().any(|f| {
+                    f.as_str()
+                        .unwrap()
+                        .starts_with("memcg1_soft_limit_reclaim+")
+                })
+            })
+        })
+        .collect();
+    assert!(
+        through_soft_limit
+            .iter()
+            .all(|e| e["type"] == "softlimit_reclaim"),
+        "soft-limit reclaim reported as another kind: {:#}",
+        through_soft_limit
+            .iter()
+            .find(|e| e["type"] != "softlimit_reclaim")
+            .unwrap()
+    );
     if stalls.is_empty() {
         skip(&format!(
             "no soft-limit reclaim: global reclaim never ran at order 0 in rounds of {rounds:?} MiB (cache fell by {dropped} pages)"
