@@ -552,6 +552,12 @@ pub fn assert_attached(events: &[serde_json::Value], hooks: &[&str]) {
     }
 }
 
+/// Whether the kernel runs emulated (the VMs of `cargo xtask vmtest` set MEMSTALL_EMULATED=1):
+/// per-event costs are tens of times the native ones and per-CPU clocks drift.
+pub fn emulated() -> bool {
+    std::env::var_os("MEMSTALL_EMULATED").is_some_and(|v| v == "1")
+}
+
 /// Whether this kernel has tracepoint `name`, from its BTF (`btf_trace_NAME`), independently
 /// of what memstall managed to attach.
 pub fn kernel_has_tracepoint(name: &str) -> bool {
@@ -642,15 +648,29 @@ pub fn assert_matches_freepages(
     let (count, ns) = events
         .iter()
         .filter(|e| e["type"] == kind && e["pid"] == pid)
-        .fold((0, 0), |(n, ns), e| {
+        .fold((0u64, 0u64), |(n, ns), e| {
             (n + 1, ns + e["latency_ns"].as_u64().unwrap_or(0))
         });
     let windows = kernel.freepages.count;
+    // A retried call counts twice. The kernel counts a window only if its clock moved
+    // forward over it: under emulation (the VMs' TCG) a few are lost that way.
+    let counts_agree = if emulated() {
+        count.abs_diff(windows) <= (windows / 20).max(2)
+    } else {
+        count <= windows && windows - count <= windows / 10
+    };
     assert!(
-        count <= windows && windows - count <= windows / 10,
+        counts_agree,
         "{count} {kind} stalls of {pid} vs its {windows} freepages windows"
     );
-    let (floor, slack) = (kernel.freepages.total_ns, windows * 20_000);
+    // Per window, the tracepoints and memstall's programs: a few µs natively (20 allowed),
+    // up to a few hundred under emulation (measured up to 8 % of the time; 20 % allowed).
+    let floor = kernel.freepages.total_ns;
+    let slack = if emulated() {
+        (windows * 20_000).max(floor / 5)
+    } else {
+        windows * 20_000
+    };
     assert!(
         ns >= floor && ns <= floor + slack,
         "{ns} ns of {kind} stalls of {pid} vs its freepages delay {floor} ns (+{slack})"

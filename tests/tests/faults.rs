@@ -153,9 +153,12 @@ fn reconcile(source: &str, ready: &str) {
         "the workload did not fault as designed"
     );
     assert_eq!(major, workload.major, "major faults vs getrusage");
-    // Its last faults (printing the report, exiting) come after its last getrusage.
+    // Its last faults (printing the report, exiting) come after its last getrusage; and
+    // before 6.x moved the memcg count to where the task's is, a major fault retried after its
+    // I/O counted twice in memory.stat (6.1).
+    let extra = (minor + major).checked_sub(workload.minor + workload.major);
     assert!(
-        (0..=8).contains(&(minor + major - (workload.minor + workload.major))),
+        extra.is_some_and(|extra| extra <= workload.major + 8),
         "faults {} vs getrusage {}",
         minor + major,
         workload.minor + workload.major
@@ -166,8 +169,16 @@ fn reconcile(source: &str, ready: &str) {
         "total vs memory.stat pgfault"
     );
     assert_eq!(major, after.1 - before.1, "major vs memory.stat pgmajfault");
-    // The total also holds the tail after the last interval.
-    assert!(sum(&intervals, "minor") <= minor && sum(&intervals, "major") <= major);
+    // The total also holds the tail after the last interval. A memory.stat read may lag the
+    // kernel's per-CPU counts by a flush batch (64 updates a CPU, rstat): an interval that
+    // read its major faults fresher than its faults takes no negative minor count.
+    let lag = 64 * std::thread::available_parallelism().map_or(2, |n| n.get() as u64);
+    assert!(
+        sum(&intervals, "minor") <= minor + lag && sum(&intervals, "major") <= major + lag,
+        "intervals {} minor {} major vs total {minor} {major}",
+        sum(&intervals, "minor"),
+        sum(&intervals, "major")
+    );
     assert!(
         intervals
             .iter()

@@ -142,10 +142,12 @@ fn only_stalls_over_the_threshold_are_reported_one_by_one() {
             .count();
         assert_eq!(lines, reported.len(), "--threshold {ms}: human STALL lines");
     }
-    let middle = latencies(&runs[1].0).len();
+    // A threshold that splits the workload's stalls shows the filter at work (here 0.128 ms
+    // does; under the VMs' emulation every stall may be slower, and 4.096 ms splits).
+    let split: Vec<usize> = runs[1..].iter().map(|(e, _)| latencies(e).len()).collect();
     assert!(
-        0 < middle && middle < reference.len(),
-        "0.128 ms splits this workload's {} stalls: {middle}",
+        split.iter().any(|n| 0 < *n && *n < reference.len()),
+        "no threshold splits this workload's {} stalls: {split:?}",
         reference.len()
     );
 }

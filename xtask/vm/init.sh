@@ -51,7 +51,8 @@ dmesg -n 1
 ulimit -c 0
 ip link set lo up
 # These kernels allow BPF trampolines: tests/tests/fentry.rs must see the hooks attach.
-export MEMSTALL_BIN=/memstall/memstall MEMSTALL_EXPECT_FENTRY=1 RUST_BACKTRACE=1
+# QEMU's TCG: tests widen their per-event time bounds (memstall_tests::emulated).
+export MEMSTALL_BIN=/memstall/memstall MEMSTALL_EXPECT_FENTRY=1 MEMSTALL_EMULATED=1 RUST_BACKTRACE=1
 timeout_secs=${VMTEST_BINARY_TIMEOUT:-900}
 echo "vmtest: tests start"
 while read -r name exe args; do
