@@ -653,9 +653,10 @@ pub fn assert_matches_freepages(
         });
     let windows = kernel.freepages.count;
     // A retried call counts twice. The kernel counts a window only if its clock moved
-    // forward over it: under emulation (the VMs' TCG) a few are lost that way.
+    // forward over it: under emulation (the VMs' TCG, a loaded host) some are lost that way
+    // (measured up to 5 %; 10 % allowed).
     let counts_agree = if emulated() {
-        count.abs_diff(windows) <= (windows / 20).max(2)
+        count.abs_diff(windows) <= (windows / 10).max(2)
     } else {
         count <= windows && windows - count <= windows / 10
     };
