@@ -267,7 +267,7 @@ mod tests {
     #[test]
     fn missing_hooks_fail_with_a_named_reason() {
         if !privileged() {
-            eprintln!("skipped: needs root and kernel BTF");
+            crate::testing::skip("needs root and kernel BTF");
             return;
         }
         let kernel = KernelInfo::read(Path::new(VMLINUX_BTF), false).unwrap();
