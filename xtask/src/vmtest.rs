@@ -454,7 +454,7 @@ mod tests {
     fn every_test_module_is_run_in_the_vms_or_excluded_with_a_reason() {
         for module in test_modules().unwrap() {
             assert!(
-                TESTS.iter().any(|(name, _)| *name == module)
+                TESTS.iter().any(|(name, _, _)| *name == module)
                     || NOT_IN_VM.iter().any(|(name, _)| *name == module),
                 "tests/tests/{module}.rs: add it to vmtest's TESTS, or to NOT_IN_VM with the reason"
             );
