@@ -43,6 +43,13 @@ pub fn skip(reason: &str) {
     }
 }
 
+/// Whether this kernel must allow fentry/fexit (`cargo xtask vmtest` sets
+/// MEMSTALL_EXPECT_FENTRY=1 in its VMs): a hook that needs them failing there is a failure,
+/// not a skip.
+pub fn expect_fentry() -> bool {
+    std::env::var_os("MEMSTALL_EXPECT_FENTRY").is_some_and(|v| v == "1")
+}
+
 /// Appends `test: reason` (one line) to `log` and prints it.
 pub fn record_skip(log: Option<&Path>, test: &str, reason: &str) -> Result<()> {
     let line = format!("{test}: {}\n", reason.replace('\n', " "));

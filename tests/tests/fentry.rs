@@ -4,13 +4,9 @@
 use std::{process::Stdio, time::Duration};
 
 use memstall_tests::{
-    MIB, MemCgroup, Memstall, memhog, read_json_lines, run_to_oom_kill, skip, wait_for,
+    MIB, MemCgroup, Memstall, expect_fentry, memhog, read_json_lines, run_to_oom_kill, skip, wait_for,
 };
 use serde_json::Value;
-
-fn expect_fentry() -> bool {
-    std::env::var_os("MEMSTALL_EXPECT_FENTRY").is_some_and(|v| v == "1")
-}
 
 fn hook<'a>(run_end: &'a Value, name: &str) -> &'a str {
     run_end["hooks"]

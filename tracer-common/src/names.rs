@@ -37,10 +37,8 @@ pub mod global {
     pub const MEMCG_ITEMS: &str = "MEMCG_ITEMS";
     pub const FILTER: &str = "FILTER";
     pub const OOM_CONTROL_LAYOUT: &str = "OOM_CONTROL_LAYOUT";
-    pub const COMPACT_RESULT_ARG: &str = "COMPACT_RESULT_ARG";
     pub const COMPACT_SKIPPED: &str = "COMPACT_SKIPPED";
     pub const ALL: &[&str] = &[
-        COMPACT_RESULT_ARG,
         COMPACT_SKIPPED,
         KERNEL_LAYOUT,
         STACK_THRESHOLD_NS,
