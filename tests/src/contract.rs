@@ -505,7 +505,10 @@ pub fn check_known(value: &Value) -> Result<bool> {
             if let Some(cause) = row.by_cause.keys().find(|c| !is_stall_kind(c)) {
                 bail!("pressure of an unknown cause {cause}");
             }
-            let sum = row.by_cause.values().fold(0u64, |a, b| a.saturating_add(*b));
+            let sum = row
+                .by_cause
+                .values()
+                .fold(0u64, |a, b| a.saturating_add(*b));
             if sum != row.stall_ns {
                 bail!("by_cause adds up to {sum}, stall_ns is {}", row.stall_ns);
             }

@@ -183,7 +183,9 @@ fn readme_lists_every_contract_field() {
         let text = match owner {
             "stall" => bullet("stalls, `type` = the kind").to_owned(),
             "labels" => bullet("`labels`").to_owned(),
-            "oom_kill" | "run_end" | "kill" | "oom_risk" => bullet(&format!("`type: \"{owner}\"`")).to_owned(),
+            "oom_kill" | "run_end" | "kill" | "oom_risk" => {
+                bullet(&format!("`type: \"{owner}\"`")).to_owned()
+            }
             summary => format!("{} {period}", bullet(&format!("`type: \"{summary}\"`"))),
         };
         for field in fields {

@@ -4,7 +4,8 @@
 use std::{process::Stdio, time::Duration};
 
 use memstall_tests::{
-    MIB, MemCgroup, Memstall, expect_fentry, memhog, read_json_lines, run_to_oom_kill, skip, wait_for,
+    MIB, MemCgroup, Memstall, expect_fentry, memhog, read_json_lines, run_to_oom_kill, skip,
+    wait_for,
 };
 use serde_json::Value;
 

@@ -125,7 +125,11 @@ fn assert_reconciles(traced: &Traced, cgroup: &MemCgroup) -> u64 {
     // reconciliation with freepages.
     // Under emulation (the VMs' TCG) each edge costs up to ~200 µs and per-CPU clocks lose a
     // few windows (see memstall_tests::assert_matches_freepages): 10 % and 250 µs there.
-    let (percent, slack_ns) = if emulated() { (10, 250_000) } else { (2, 20_000) };
+    let (percent, slack_ns) = if emulated() {
+        (10, 250_000)
+    } else {
+        (2, 20_000)
+    };
     assert!(
         stall_ns * 100 + kernel_ns * percent >= kernel_ns * 100
             && stall_ns * 100 <= kernel_ns * (100 + percent) + windows * slack_ns * 100,
@@ -142,7 +146,10 @@ fn assert_reconciles(traced: &Traced, cgroup: &MemCgroup) -> u64 {
             "{windows} reclaims + {retries} restarts vs freepages_count {kernel_count}"
         );
     } else {
-        assert!(seen <= kernel_count, "{windows} + {retries} vs {kernel_count}");
+        assert!(
+            seen <= kernel_count,
+            "{windows} + {retries} vs {kernel_count}"
+        );
         assert!(
             (kernel_count - seen) * 100 <= kernel_count,
             "{windows} reclaims + {retries} restarts vs freepages_count {kernel_count}"
@@ -356,7 +363,11 @@ fn compaction_matches_compact_stall() {
     let cgroup = MemCgroup::create("pressure-compact", 800 * MIB).unwrap();
     let probe = traced_v2(&cgroup, &["--anon-mib", "1"]);
     if !hook_attached(&probe, "compaction") {
-        assert!(!expect_fentry(), "compaction must attach here: {}", probe.last().unwrap());
+        assert!(
+            !expect_fentry(),
+            "compaction must attach here: {}",
+            probe.last().unwrap()
+        );
         skip("compaction needs fentry/fexit, which this kernel refuses (the VMs run this)");
         return;
     }
@@ -383,7 +394,11 @@ fn swapin_matches_pswpin() {
     }
     let probe = traced_v2(&cgroup, &["--anon-mib", "1"]);
     if !hook_attached(&probe, "swapin") {
-        assert!(!expect_fentry(), "swapin must attach here: {}", probe.last().unwrap());
+        assert!(
+            !expect_fentry(),
+            "swapin must attach here: {}",
+            probe.last().unwrap()
+        );
         skip("swap-in needs fentry/fexit, which this kernel refuses");
         return;
     }
