@@ -52,6 +52,25 @@ fn send(args: &[&str]) -> u32 {
     pid
 }
 
+/// [`send`] from a second thread of the helper, named `thread`: (its pid, the thread's tid).
+fn send_from_thread(thread: &str, args: &[&str]) -> (u32, u32) {
+    let out = sigkill()
+        .args(["--from-thread", thread])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sigkill");
+    let pid = out.id();
+    let out = out.wait_with_output().unwrap();
+    assert!(out.status.success(), "sigkill {args:?}: {}", out.status);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let tid = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("sigkill: tid ")?.parse().ok())
+        .unwrap_or_else(|| panic!("no tid from sigkill: {stdout}"));
+    (pid, tid)
+}
+
 /// Waits for a child the test SIGKILLed: the kernel's own word that the kill happened.
 fn reap_killed(mut child: Child) {
     let status = child.wait().unwrap();
@@ -215,7 +234,9 @@ fn a_shell_kill_and_a_tgkill_are_a_process_kill() {
     let threaded = hog_holding(&hog);
     let threaded_pid = threaded.id();
     let spec = format!("{threaded_pid}:{threaded_pid}");
-    let killer = send(&["--comm", "reaper", "--thread", &spec]);
+    // From a worker thread: the sender is that thread, its process the helper.
+    let (killer, killer_tid) =
+        send_from_thread("reap-worker", &["--comm", "reaper", "--thread", &spec]);
     reap_killed(threaded);
     assert!(wait_until(Duration::from_secs(20), || {
         read_json_lines(&json).is_ok_and(|e| !kills_of(&e, threaded_pid).is_empty())
@@ -236,8 +257,10 @@ fn a_shell_kill_and_a_tgkill_are_a_process_kill() {
         1,
         "the whole process dies of one SIGKILL: {events:#?}"
     );
-    assert_eq!(kills[0]["sender_pid"], killer);
-    assert_eq!(kills[0]["sender_comm"], "reaper");
+    assert_eq!(kills[0]["sender_pid"], killer_tid);
+    assert_eq!(kills[0]["sender_tgid"], killer);
+    assert_eq!(kills[0]["sender_comm"], "reap-worker");
+    assert_eq!(kills[0]["sender_process"], "reaper");
     assert_eq!(kills[0]["killer"], "process");
     assert_eq!(kills[0]["method"], "thread_kill");
 }
