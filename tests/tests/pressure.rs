@@ -243,14 +243,17 @@ fn refault_waits_match_thrashing() {
     );
     // The sleep is most of the wait: PSI bookkeeping, the lock attempt and the switch are
     // not in it (12 % of a quiet machine's wait, up to a third on a busy one).
+    // (Counts, above, hold exactly either way.)
     assert!(
         wait_ns <= thrashing.total_ns,
         "{wait_ns} vs {}",
         thrashing.total_ns
     );
+    // Under emulation the bookkeeping around each sleep costs far more (43 % seen on 6.12).
+    let share = if emulated() { 4 } else { 2 };
     assert!(
-        wait_ns * 2 >= thrashing.total_ns,
-        "{wait_ns} vs {}",
+        wait_ns * share >= thrashing.total_ns,
+        "{wait_ns} vs {}: less than 1/{share} of the thrashing delay",
         thrashing.total_ns
     );
     assert!(
