@@ -135,7 +135,9 @@ pub fn vmtest(kernels: Option<&str>) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     // MEMSTALL_VMTEST_ONLY=kills,pressure: those modules only (on the kernels they run on).
     let only = std::env::var("MEMSTALL_VMTEST_ONLY").ok();
-    let only: Option<Vec<&str>> = only.as_deref().map(|o| o.split(',').map(str::trim).collect());
+    let only: Option<Vec<&str>> = only
+        .as_deref()
+        .map(|o| o.split(',').map(str::trim).collect());
     let payload = build_payload(&cache, kernels.len(), only.as_deref())?;
     eprintln!(
         "vmtest: kernels and test binaries ready [{:.1} s]",

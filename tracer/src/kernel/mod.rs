@@ -12,8 +12,8 @@ use std::path::Path;
 use anyhow::{Context as _, Result};
 use aya::{Btf, Ebpf, EbpfLoader, Endianness};
 use memstall_common::{
-    COMPACT_PARAMS,
-    FilterConfig, KernelLayout, KswapdTotals, MemcgItems, MemcgSlot, OomControlLayout,
+    COMPACT_PARAMS, FilterConfig, KernelLayout, KswapdTotals, MemcgItems, MemcgSlot,
+    OomControlLayout,
     names::{global, map},
 };
 
