@@ -56,6 +56,13 @@ pub struct RunSummary {
     pub dropped_stalls: BTreeMap<&'static str, u64>,
     /// Records that could not be decoded.
     pub malformed: u64,
+    /// Unexpected states the kernel side counted, every kind (`end_without_begin`,
+    /// `in_flight_full`, `tasks_full`, `task_read_failed`, `stack_id_failed`); empty when
+    /// the run had no kernel side or its counters were unreadable.
+    pub diagnostics: BTreeMap<&'static str, u64>,
+    /// Stall windows the kernel lost (end_without_begin, in_flight_full) by stall kind (the
+    /// histograms miss them).
+    pub lost_windows: BTreeMap<&'static str, u64>,
     /// `hook: how` for every hook, e.g. `oom_kill: tp_btf oom/mark_victim`.
     pub hooks: Vec<String>,
 }
@@ -453,6 +460,17 @@ impl Pipeline {
         self.run.dropped = drops.total;
         self.run.dropped_stalls = drops
             .stalls
+            .iter()
+            .map(|(kind, lost)| (kind.name(), *lost))
+            .collect();
+        let diagnostics = counters.diagnostics.unwrap_or_default();
+        self.run.diagnostics = diagnostics
+            .counts
+            .iter()
+            .map(|(kind, count)| (kind.name(), *count))
+            .collect();
+        self.run.lost_windows = diagnostics
+            .lost_windows
             .iter()
             .map(|(kind, lost)| (kind.name(), *lost))
             .collect();
