@@ -3,6 +3,7 @@
 //! its kernels can run by name (`cli::`, `oom_kill::`, ...).
 mod cli;
 mod dashboard;
+mod diagnostics;
 mod doctor;
 mod faults;
 mod fentry;

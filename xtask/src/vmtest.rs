@@ -63,6 +63,7 @@ const TESTS: &[(&str, &str)] = &[
     ("pressure", ""),
     ("hardening", "--skip cgroup_churn"),
     ("kills", ""),
+    ("diagnostics", ""),
 ];
 /// Modules left out, and why.
 const NOT_IN_VM: &[(&str, &str)] = &[
