@@ -193,7 +193,7 @@ impl Pipeline {
             raw.pass_scanned,
         );
         self.run.stalls += 1;
-        if self.stalls.histograms() + self.pressure.cgroups() > self.fold_at {
+        if self.held() > self.fold_at {
             self.fold_removed();
         }
         true
@@ -227,8 +227,14 @@ impl Pipeline {
         self.stalls.fold_removed(|id| cgroups.is_live(id));
         self.pressure.fold_removed(|id| cgroups.is_live(id));
         self.watched_ids.retain(|id, _| cgroups.is_live(*id));
-        let held = self.stalls.histograms();
+        let held = self.held();
         self.fold_at = MAX_HISTOGRAMS.max(held + held / 4);
+    }
+
+    /// Per-cgroup state a fold bounds: the bound and the count it is compared with must be
+    /// the same sum, or live cgroups past the bound rescan the hierarchy at every stall.
+    fn held(&self) -> usize {
+        self.stalls.histograms() + self.pressure.cgroups()
     }
 
     pub fn record(&mut self, bytes: &[u8]) -> Result<()> {
