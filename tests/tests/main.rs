@@ -2,6 +2,7 @@
 //! running kernel, as root. Each module is one feature; `cargo xtask vmtest` runs the modules
 //! its kernels can run by name (`cli::`, `oom_kill::`, ...).
 mod cli;
+mod contract;
 mod dashboard;
 mod diagnostics;
 mod doctor;
@@ -12,9 +13,12 @@ mod kills;
 mod live;
 mod oom_kill;
 mod oom_postmortem;
+mod oom_scores;
 mod pressure;
 mod prometheus;
 mod reclaim;
 mod soak;
+mod stall_kinds;
 mod targeting;
+mod threshold;
 mod untrusted;

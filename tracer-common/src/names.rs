@@ -44,14 +44,12 @@ pub mod global {
     pub const MEMCG_ITEMS: &str = "MEMCG_ITEMS";
     pub const FILTER: &str = "FILTER";
     pub const OOM_CONTROL_LAYOUT: &str = "OOM_CONTROL_LAYOUT";
-    pub const COMPACT_RESULT_ARG: &str = "COMPACT_RESULT_ARG";
     pub const COMPACT_SKIPPED: &str = "COMPACT_SKIPPED";
     /// Non-zero: log diagnostics through aya-log (`--bpf-log`); 0, the object's default, keeps
     /// them to the counters.
     pub const BPF_LOG: &str = "BPF_LOG";
     pub const ALL: &[&str] = &[
         BPF_LOG,
-        COMPACT_RESULT_ARG,
         COMPACT_SKIPPED,
         KERNEL_LAYOUT,
         STACK_THRESHOLD_NS,

@@ -6,12 +6,15 @@ mod image;
 mod lint;
 mod musl;
 mod setup;
+mod tally;
 mod vmtest;
 
 use std::{
     ffi::OsString,
+    fs,
+    io::{BufRead as _, BufReader, Write as _},
     path::{Path, PathBuf},
-    process::{Command, ExitCode},
+    process::{Command, ExitCode, Stdio},
 };
 
 use anyhow::{Context as _, Result, bail};
@@ -124,6 +127,43 @@ fn profile(debug: bool) -> dist::Profile {
     }
 }
 
+/// Runs the tests with a fresh skip log, passing their output through, then prints the
+/// tally (skips apart from the passes) and the list of skips.
+fn run_counting_skips(test: &mut Command) -> Result<()> {
+    let skip_log = workspace_root().join("target").join("test-skips.log");
+    fs::create_dir_all(skip_log.parent().context("target dir")?)?;
+    fs::write(&skip_log, "").with_context(|| format!("creating {}", skip_log.display()))?;
+    let mut child = test
+        .env("MEMSTALL_SKIP_LOG", &skip_log)
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {test:?}"))?;
+    let mut output = String::new();
+    let stdout = child.stdout.take().context("test stdout")?;
+    let mut out = std::io::stdout().lock();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading the test output")?;
+        writeln!(out, "{line}")?;
+        output.push_str(&line);
+        output.push('\n');
+    }
+    drop(out);
+    let status = child.wait()?;
+    let skips = fs::read_to_string(&skip_log).unwrap_or_default();
+    let tally = tally::tally(&output, &skips);
+    if !tally.skipped.is_empty() {
+        println!("xtask: skipped tests (not counted as passed):");
+        for skip in &tally.skipped {
+            println!("    {skip}");
+        }
+    }
+    println!("xtask: test: {}", tally.line());
+    if !status.success() {
+        bail!("{test:?} failed: {status}");
+    }
+    Ok(())
+}
+
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
@@ -164,7 +204,7 @@ fn main() -> ExitCode {
             if std::env::var_os("RUST_TEST_THREADS").is_none() {
                 test.env("RUST_TEST_THREADS", "1");
             }
-            run(&mut test)?;
+            run_counting_skips(&mut test)?;
             // A filtered run is someone looking at a few tests: no fuzzing then.
             if args.is_empty() {
                 fuzz::fuzz(fuzz::DEFAULT_SECONDS)?;

@@ -54,6 +54,12 @@ pub fn run(args: &TraceArgs, mode: Mode) -> Result<()> {
     preflight::check_btf(&args.btf)?;
     let faults = fault_source(args, &hierarchy, &targets);
     let (mut tracer, sources) = load(args, faults, &hierarchy, &targets)?;
+    // The ready line says where faults are really counted: without the kernel hook, ebpf
+    // (asked for, or chosen by auto) falls back to memory.stat.
+    let faults = match faults {
+        FaultSource::Ebpf if !sources.kernel_faults => FaultSource::MemoryStat,
+        chosen => chosen,
+    };
     if let Some(exporter) = &outputs.exporter {
         exporter.hooks(&tracer.hooks);
     }

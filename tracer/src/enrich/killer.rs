@@ -318,20 +318,26 @@ mod tests {
 
     #[test]
     fn reads_xattrs_up_to_the_root() {
-        let root = tempfile::tempdir().unwrap();
-        let leaf = root.path().join("a/b");
-        fs::create_dir_all(&leaf).unwrap();
-        // tmpfs and most file systems take user.* xattrs; skip where this one does not.
-        let parent = CString::new(root.path().join("a").as_os_str().as_bytes()).unwrap();
+        // user.* xattrs need a file system that takes them (ext4, xfs, btrfs, tmpfs since
+        // 6.6): the first of these that does. (The kills integration test reads trusted.*
+        // ones on the real cgroupfs.)
+        let roots = ["/var/tmp", "/dev/shm", "/tmp"].map(tempfile::tempdir_in);
         let name = CString::new("user.oomd_kill").unwrap();
-        // SAFETY: NUL-terminated strings and a buffer with its length.
-        let rc =
-            unsafe { libc::setxattr(parent.as_ptr(), name.as_ptr(), b"3".as_ptr().cast(), 1, 0) };
-        if rc != 0 {
-            eprintln!("skipped: no user xattrs on the temp directory's file system");
-            return;
-        }
-        let seen = oomd_xattrs(&leaf, root.path());
+        let root = roots
+            .iter()
+            .flatten()
+            .find(|root| {
+                let parent = root.path().join("a");
+                fs::create_dir_all(parent.join("b")).unwrap();
+                let parent = CString::new(parent.as_os_str().as_bytes()).unwrap();
+                // SAFETY: NUL-terminated strings and a buffer with its length.
+                let rc = unsafe {
+                    libc::setxattr(parent.as_ptr(), name.as_ptr(), b"3".as_ptr().cast(), 1, 0)
+                };
+                rc == 0
+            })
+            .expect("a file system taking user xattrs among /var/tmp, /dev/shm and /tmp");
+        let seen = oomd_xattrs(&root.path().join("a/b"), root.path());
         assert_eq!(seen.len(), 1, "{seen:?}");
         assert_eq!(seen[0].name, "user.oomd_kill");
         assert_eq!(seen[0].value, "3");

@@ -5,11 +5,10 @@ use std::{
     collections::VecDeque,
     fs,
     path::{Path, PathBuf},
-    time::{Duration, Instant},
 };
 
 use super::{
-    kmsg::{KmsgCursor, OomReport, OomReportParser},
+    kmsg::{KmsgCursor, OomReport, OomReportParser, await_report},
     oom_score,
     snapshot::{global_breakdown, meminfo_kb, snapshot_tasks},
 };
@@ -20,8 +19,6 @@ use crate::{
     event::{Explanation, OomControl, ReportSource},
 };
 
-/// How long to wait for the kernel's "Killed process" line after the eBPF event.
-const REPORT_WAIT: Duration = Duration::from_millis(300);
 const SCOREBOARD_LEN: usize = 10;
 
 pub struct PostMortem {
@@ -73,36 +70,12 @@ impl PostMortem {
         }
     }
 
-    fn take_report(&mut self, victim_pid: u32) -> Option<OomReport> {
-        let matches = |r: &OomReport| {
-            r.victim_pid == Some(victim_pid)
-                || r.killed.as_ref().is_some_and(|k| k.pid == victim_pid)
-        };
-        let position = self.reports.iter().position(matches)?;
-        self.reports.remove(position)
-    }
-
-    /// The kernel's report for `victim_pid`, waiting briefly for its last line.
+    /// The kernel's report for `victim_pid`, once whole (see [`await_report`]).
     fn kernel_report(&mut self, victim_pid: u32) -> Option<OomReport> {
-        let started = Instant::now();
-        loop {
-            let records = self.kmsg.as_mut()?.poll().unwrap_or_default();
-            for record in &records {
-                self.reports.extend(self.parser.push(record));
-            }
-            while self.reports.len() > 16 {
-                self.reports.pop_front();
-            }
-            if let Some(report) = self.take_report(victim_pid) {
-                return Some(report);
-            }
-            if started.elapsed() >= REPORT_WAIT {
-                // The tail never came (rate-limited log?): use what there is.
-                self.reports.extend(self.parser.finish());
-                return self.take_report(victim_pid);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let kmsg = self.kmsg.as_mut()?;
+        await_report(&mut self.parser, &mut self.reports, victim_pid, || {
+            kmsg.poll().unwrap_or_default()
+        })
     }
 
     fn swap_total_pages(&self) -> u64 {

@@ -342,7 +342,7 @@ mod tests {
     #[test]
     fn resolves_layout_from_running_kernel() {
         if !Path::new(VMLINUX_BTF).exists() {
-            eprintln!("skipped: no {VMLINUX_BTF}");
+            crate::testing::skip(&format!("no kernel BTF at {VMLINUX_BTF}"));
             return;
         }
         let btf = KernelBtf::open(Path::new(VMLINUX_BTF)).unwrap();

@@ -6,16 +6,17 @@
 //! totalpages/1000: /proc/PID/oom_score ranks against the machine's memory and can disagree).
 use std::{
     collections::{BTreeMap, VecDeque},
-    fs,
     path::Path,
     time::{Duration, Instant},
 };
 
+mod rank;
+
 use crate::{
     cgroup::{CgroupVersion, memory::CgroupMemory},
-    enrich::{oom_score, snapshot::task_from_status},
     event::{OomRisk, RiskReason},
 };
+use rank::rank;
 
 const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 /// Warn when the limit is nearer than this at the growth seen ...
@@ -350,109 +351,5 @@ fn slope(history: &VecDeque<(f64, f64)>, from: f64) -> Option<f64> {
     (den > 0.0).then(|| num / den)
 }
 
-/// A candidate of the cgroup's OOM kill now.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Ranked {
-    pub pid: u32,
-    pub comm: String,
-    pub points: i64,
-    /// anon + swap: what killing it frees.
-    pub freeable_kb: u64,
-    pub shmem_kb: u64,
-}
-
-/// The cgroup's processes as the OOM killer would rank them, highest first.
-fn rank(memory: &CgroupMemory, totalpages: u64, page_size: u64) -> Vec<Ranked> {
-    let page_kb = (page_size / 1024).max(1);
-    let mut ranked: Vec<Ranked> = memory
-        .pids()
-        .into_iter()
-        .take(4096)
-        .filter_map(|pid| {
-            let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-            let adj: i32 = fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))
-                .ok()?
-                .trim()
-                .parse()
-                .ok()?;
-            let task = task_from_status(pid, &status, adj, page_size)?;
-            let points = oom_score::badness(
-                task.rss_pages,
-                task.swapents,
-                task.pgtables_bytes,
-                adj,
-                totalpages,
-                page_size,
-            )?;
-            Some(Ranked {
-                pid,
-                comm: task.name,
-                points,
-                freeable_kb: (task.rss_anon_pages.unwrap_or(0) + task.swapents) * page_kb,
-                shmem_kb: task.rss_shmem_pages.unwrap_or(0) * page_kb,
-            })
-        })
-        .collect();
-    // The kernel keeps the later of equal scores; /proc order is close enough to its scan.
-    ranked.sort_by_key(|r| std::cmp::Reverse(r.points));
-    ranked
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slope_needs_enough_samples() {
-        let mut history = VecDeque::new();
-        for i in 0..3 {
-            history.push_back((f64::from(i) * 0.25, f64::from(i) * 2560.0));
-        }
-        assert_eq!(slope(&history, 0.0), None);
-        history.push_back((0.75, 7680.0));
-        let s = slope(&history, 0.0).unwrap();
-        assert!((s - 10240.0).abs() < 1e-6, "{s}");
-        assert_eq!(slope(&history, 0.5), None, "only two in the window");
-    }
-
-    #[test]
-    fn warns_a_cgroup_growing_toward_its_limit_and_clears() {
-        let dir = tempfile::tempdir().unwrap();
-        let cg = dir.path().join("app");
-        fs::create_dir(&cg).unwrap();
-        fs::write(cg.join("memory.max"), "67108864\n").unwrap();
-        fs::write(
-            cg.join("memory.stat"),
-            "anon 0\ninactive_file 0\nactive_file 0\n",
-        )
-        .unwrap();
-        fs::write(cg.join("cgroup.procs"), format!("{}\n", std::process::id())).unwrap();
-        let mut watch = RiskWatch::new(dir.path(), CgroupVersion::V2, &["/app".to_owned()]);
-        let mut warnings = Vec::new();
-        for step in 0..8u64 {
-            // 10 MiB/s from 3 MiB, sampled every quarter second.
-            let usage = (3 << 20) + step * (10 << 20) / 4;
-            fs::write(cg.join("memory.current"), format!("{usage}\n")).unwrap();
-            watch.last_sample = None;
-            // The samples are taken as if a quarter second apart.
-            watch.watches.get_mut("/app").unwrap().started -= Duration::from_millis(250);
-            warnings.extend(watch.sample(step));
-        }
-        let first = warnings.first().expect("a warning");
-        assert_eq!(first.reason, RiskReason::Eta);
-        assert!(first.eta_s.is_some_and(|eta| eta < 30.0), "{first:?}");
-        assert_eq!(first.next_victim_pid, Some(std::process::id()));
-        assert_eq!(warnings.len(), 1, "not repeated: {warnings:?}");
-        // The usage falls back (a kill): cleared once the trend is safe again.
-        assert!(watch.killed("/app", 9).is_some());
-        fs::write(cg.join("memory.current"), "1048576\n").unwrap();
-        let mut cleared = None;
-        for step in 0..6 {
-            watch.last_sample = None;
-            if let Some(r) = watch.sample(10 + step).into_iter().next() {
-                cleared = Some(r);
-            }
-        }
-        assert_eq!(cleared, None, "already cleared by the kill");
-    }
-}
+mod tests;
