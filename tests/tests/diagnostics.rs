@@ -12,16 +12,17 @@ use std::{
 };
 
 use memstall_tests::{
-    MIB, MemCgroup, Memstall, memhog, read_json_lines,
+    MIB, MemCgroup, Memstall,
+    contract::{Diagnostic, RunEnd},
+    memhog, read_json_lines,
     taskstats::{DelayacctGuard, taskstats},
 };
-use serde_json::Value;
 
 const WRITERS: usize = 2;
 
 /// What one traced run came to.
 struct Run {
-    run_end: Value,
+    run_end: RunEnd,
     /// memcg_reclaim windows and restarts memstall reported (summary totals).
     windows: u64,
     retries: u64,
@@ -32,15 +33,19 @@ struct Run {
 }
 
 impl Run {
-    fn diagnostic(&self, kind: &str) -> u64 {
-        self.run_end["diagnostics"][kind]
-            .as_u64()
-            .unwrap_or_else(|| panic!("run_end has no diagnostics.{kind}: {}", self.run_end))
+    fn diagnostic(&self, kind: Diagnostic) -> u64 {
+        *self
+            .run_end
+            .diagnostics
+            .get(&kind)
+            .unwrap_or_else(|| panic!("run_end has no diagnostics.{kind:?}: {:?}", self.run_end))
     }
 
     fn lost(&self, stall_kind: &str) -> u64 {
-        self.run_end["lost_windows"][stall_kind]
-            .as_u64()
+        self.run_end
+            .lost_windows
+            .get(stall_kind)
+            .copied()
             .unwrap_or(0)
     }
 }
@@ -99,14 +104,24 @@ fn traced(flags: &[&str]) -> Run {
     }
     assert!(status.success(), "{stderr:?}");
     let events = read_json_lines(&json).unwrap();
-    let run_end = events.last().unwrap().clone();
-    assert_eq!(run_end["type"], "run_end");
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "run_end");
+    let run_end: RunEnd = serde_json::from_value(last.clone()).unwrap();
     assert!(
-        run_end["hooks"].to_string().contains("\"memcg_reclaim: t"),
-        "memcg_reclaim not attached: {}",
-        run_end["hooks"]
+        run_end
+            .hooks
+            .iter()
+            .any(|hook| hook.starts_with("memcg_reclaim: t")),
+        "memcg_reclaim not attached: {:?}",
+        run_end.hooks
     );
-    assert_eq!(run_end["dropped"], 0, "drops make the counts meaningless");
+    assert_eq!(run_end.dropped, 0, "drops make the counts meaningless");
+    assert_eq!(
+        run_end.diagnostics.len(),
+        memstall_common::Diagnostic::ALL.len(),
+        "every kind of diagnostic, zeros included: {:?}",
+        run_end.diagnostics
+    );
     let (windows, retries) = events
         .iter()
         .filter(|e| e["type"] == "summary" && e["scope"] == "total")
@@ -130,12 +145,12 @@ fn traced(flags: &[&str]) -> Run {
         bpf_lines,
     };
     eprintln!(
-        "diagnostics {flags:?}: {} reclaims + {} restarts reported, {} windows lost, vs freepages_count {}; {}; {} bpf log line(s)",
+        "diagnostics {flags:?}: {} reclaims + {} restarts reported, {} windows lost, vs freepages_count {}; {:?}; {} bpf log line(s)",
         run.windows,
         run.retries,
         run.lost("memcg_reclaim"),
         run.kernel_reclaims,
-        run.run_end["diagnostics"],
+        run.run_end.diagnostics,
         run.bpf_lines.len()
     );
     assert!(
@@ -172,10 +187,10 @@ fn assert_accounted(run: &Run) {
 #[test]
 fn none_at_the_default_sizes() {
     let run = traced(&["--bpf-log"]);
-    for (kind, count) in run.run_end["diagnostics"].as_object().unwrap() {
-        assert_eq!(count, 0, "{kind}: {}", run.run_end);
+    for (kind, count) in &run.run_end.diagnostics {
+        assert_eq!(*count, 0, "{kind:?}: {:?}", run.run_end);
     }
-    assert_eq!(run.run_end["lost_windows"], serde_json::json!({}));
+    assert!(run.run_end.lost_windows.is_empty(), "{:?}", run.run_end);
     assert!(run.bpf_lines.is_empty(), "{:?}", run.bpf_lines);
     assert_accounted(&run);
 }
@@ -185,14 +200,10 @@ fn none_at_the_default_sizes() {
 #[test]
 fn lost_windows_are_counted_and_logged() {
     let run = traced(&["--bpf-log", "--test-in-flight-entries", "1"]);
-    let lost_kinds = run.diagnostic("end_without_begin") + run.diagnostic("in_flight_full");
-    let lost: u64 = run.run_end["lost_windows"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|v| v.as_u64().unwrap())
-        .sum();
-    assert!(run.lost("memcg_reclaim") > 0, "{}", run.run_end);
+    let lost_kinds =
+        run.diagnostic(Diagnostic::EndWithoutBegin) + run.diagnostic(Diagnostic::InFlightFull);
+    let lost: u64 = run.run_end.lost_windows.values().sum();
+    assert!(run.lost("memcg_reclaim") > 0, "{:?}", run.run_end);
     assert_eq!(lost, lost_kinds, "every lost window has its stall kind");
     assert_accounted(&run);
     // Logged, at most once a second per kind and CPU: fewer lines than losses when many.
@@ -215,7 +226,7 @@ fn lost_windows_are_counted_and_logged() {
 #[test]
 fn counted_without_the_log() {
     let run = traced(&["--test-in-flight-entries", "1"]);
-    assert!(run.lost("memcg_reclaim") > 0, "{}", run.run_end);
+    assert!(run.lost("memcg_reclaim") > 0, "{:?}", run.run_end);
     assert!(run.bpf_lines.is_empty(), "{:?}", run.bpf_lines);
     assert_accounted(&run);
 }
