@@ -398,3 +398,6 @@ fn pressure_cgroups(filter: &CgroupFilter) -> Vec<String> {
 fn now_unix_ns() -> u64 {
     BootClock::new().unix_ns(BootClock::now_boot_ns())
 }
+
+#[cfg(test)]
+mod tests;
