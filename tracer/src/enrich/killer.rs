@@ -321,7 +321,7 @@ mod tests {
         // user.* xattrs need a file system that takes them (ext4, xfs, btrfs, tmpfs since
         // 6.6): the first of these that does. (The kills integration test reads trusted.*
         // ones on the real cgroupfs.)
-        let roots = ["/var/tmp", "/dev/shm", "/tmp"].map(|dir| tempfile::tempdir_in(dir));
+        let roots = ["/var/tmp", "/dev/shm", "/tmp"].map(tempfile::tempdir_in);
         let name = CString::new("user.oomd_kill").unwrap();
         let root = roots
             .iter()
