@@ -4,8 +4,8 @@
 use std::process::{Child, Stdio};
 
 use memstall_tests::{
-    CgroupVersion, MIB, MemCgroup, Memstall, emulated, expect_fentry, hog_holding, memhog,
-    read_json_lines, skip,
+    CgroupVersion, MIB, MemCgroup, Memstall, emulated, expect_fentry, hog_holding, hook_attached,
+    memhog, read_json_lines, skip,
     taskstats::{DelayacctGuard, TaskDelays, taskstats},
 };
 use serde_json::Value;
@@ -299,17 +299,6 @@ fn traced_v2_pid(cgroup: &MemCgroup, args: &[&str]) -> (Vec<Value>, u32) {
     let (status, stderr) = memstall.stop(libc::SIGINT).unwrap();
     assert!(status.success(), "{stderr:?}");
     (read_json_lines(&json).unwrap(), pid)
-}
-
-fn hook_attached(events: &[Value], hook: &str) -> bool {
-    events.last().unwrap()["hooks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|h| {
-            h.as_str()
-                .is_some_and(|h| h.starts_with(&format!("{hook}: ")) && !h.contains("unavailable"))
-        })
 }
 
 fn total_count(events: &[Value], kind: &str) -> u64 {
