@@ -166,6 +166,17 @@ fn traced(flags: &[&str]) -> Run {
 fn assert_accounted(run: &Run) {
     let lost = run.lost("memcg_reclaim");
     let seen = run.windows + run.retries;
+    if memstall_tests::emulated() {
+        // Delay accounting drops a window whose local_clock() end is not after its start,
+        // which the guest's drifting per-CPU clocks make common (2604 reported, 2426 counted
+        // on 6.1 under TCG): within 20 %, as memstall_tests::assert_matches_freepages.
+        assert!(
+            (seen + lost).abs_diff(run.kernel_reclaims) * 5 <= run.kernel_reclaims,
+            "{seen} reported + {lost} lost vs {} counted by the kernel",
+            run.kernel_reclaims
+        );
+        return;
+    }
     assert!(
         seen + lost <= run.kernel_reclaims,
         "{seen} reported + {lost} lost > {} counted by the kernel",
@@ -229,4 +240,45 @@ fn counted_without_the_log() {
     assert!(run.lost("memcg_reclaim") > 0, "{:?}", run.run_end);
     assert!(run.bpf_lines.is_empty(), "{:?}", run.bpf_lines);
     assert_accounted(&run);
+}
+
+/// Each tracepoint hook loads as tp_btf, with the log off and on: a program the verifier
+/// refuses falls back to the classic tracepoint (or to nothing) with a note, and the run
+/// goes on, so only this test sees it. 6.1's verifier gave up on the OOM program after a
+/// million instructions (and 51 s under TCG) while a call sat on every read's failure path.
+#[test]
+fn every_tracepoint_hook_loads_as_tp_btf() {
+    const TP_BTF_HOOKS: &[&str] = &[
+        "oom_kill",
+        "kills",
+        "direct_reclaim",
+        "memcg_reclaim",
+        "kswapd",
+        "reclaim_passes",
+        "shrink_slab",
+        "memstall_sleeps",
+        "dirty_throttle",
+    ];
+    for flags in [&[][..], &["--bpf-log"][..]] {
+        let output = std::process::Command::new(memstall_tests::memstall_bin())
+            .args(["--json", "-", "--duration", "1"])
+            .args(flags)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let last = stdout.lines().last().expect("a run_end line");
+        let run_end: RunEnd = serde_json::from_str(last).unwrap();
+        for name in TP_BTF_HOOKS {
+            let hook = run_end
+                .hooks
+                .iter()
+                .find(|hook| hook.starts_with(&format!("{name}: ")))
+                .unwrap_or_else(|| panic!("{flags:?}: no {name} in {:?}", run_end.hooks));
+            assert!(
+                hook.starts_with(&format!("{name}: tp_btf ")) && !hook.contains("not used"),
+                "{flags:?}: {hook}"
+            );
+        }
+    }
 }

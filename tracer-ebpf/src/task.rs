@@ -1,6 +1,6 @@
 //! Reading task_struct and friends at offsets the loader resolved from kernel BTF.
 use aya_ebpf::{Global, helpers::bpf_probe_read_kernel};
-use memstall_common::{Diagnostic, KernelLayout, TASK_COMM_LEN, TaskInfo};
+use memstall_common::{KernelLayout, TASK_COMM_LEN, TaskInfo};
 
 use crate::diag;
 
@@ -23,7 +23,7 @@ pub fn read<T>(base: u64, offset: u32) -> Option<T> {
     match unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) } {
         Ok(value) => Some(value),
         Err(_) => {
-            diag::report(Diagnostic::TaskReadFailed, u64::from(offset));
+            diag::read_failed();
             None
         }
     }
