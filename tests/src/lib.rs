@@ -684,10 +684,11 @@ pub fn assert_matches_freepages(
         });
     let windows = kernel.freepages.count;
     // A retried call counts twice. The kernel counts a window only if its clock moved
-    // forward over it: under emulation (the VMs' TCG, a loaded host) some are lost that way
-    // (measured up to 5 %; 10 % allowed).
+    // forward over it: under emulation (the VMs' TCG) some are lost that way (measured up to
+    // 12 %, 271 vs 242 on 6.1; 20 % allowed). On cgroup v2 the callers also hold the count
+    // to memory.events `max`, which no clock can lose.
     let counts_agree = if emulated() {
-        count.abs_diff(windows) <= (windows / 10).max(2)
+        count.abs_diff(windows) <= (windows / 5).max(2)
     } else {
         count <= windows && windows - count <= windows / 10
     };

@@ -234,11 +234,14 @@ fn refault_waits_match_thrashing() {
         thrashing.count > 100,
         "the workload must thrash: {thrashing:?}"
     );
-    // Delay accounting also counts waits that never slept; memstall sees sleeps.
+    // Delay accounting also counts waits that never slept (the page came up to date between
+    // the check and the sleep); memstall sees sleeps. Under TCG more waits end without one
+    // (89 % slept on 6.12, 90 % on 6.1; 99.99 % on the host).
     assert!(waits <= thrashing.count, "{waits} vs {}", thrashing.count);
+    let slept_percent = if emulated() { 85 } else { 95 };
     assert!(
-        waits * 100 >= thrashing.count * 95,
-        "{waits} vs {}",
+        waits * 100 >= thrashing.count * slept_percent,
+        "{waits} vs {}: fewer than {slept_percent} % of the waits",
         thrashing.count
     );
     // The sleep is most of the wait: PSI bookkeeping, the lock attempt and the switch are
@@ -468,8 +471,8 @@ fn dirty_throttling_matches_the_tracepoint() {
     // By the writer's pid, the second field of `COMM-PID`: an instance names a task whose
     // comm it has not cached `<...>`, and the line's cgroup_ino is the writeback domain's
     // (the root's, without the io controller).
-    let pauses = trace
-        .lines()
+    let lines = trace.lines();
+    let pauses = lines
         .iter()
         .filter(|l| {
             l.split_whitespace()
@@ -479,8 +482,18 @@ fn dirty_throttling_matches_the_tracepoint() {
         .count() as u64;
     let throttles = total_count(&events, "dirty_throttle");
     eprintln!("dirty throttling: {throttles} stalls; tracepoint pauses {pauses}");
-    assert!(pauses > 0, "the writer was never paused");
-    assert_eq!(throttles, pauses);
+    let sample: Vec<&String> = lines.iter().take(3).collect();
+    assert!(
+        pauses > 0,
+        "the writer (pid {pid}) was never paused: {} lines, {sample:?}",
+        lines.len()
+    );
+    assert_eq!(
+        throttles,
+        pauses,
+        "pid {pid}: {} lines, {sample:?}",
+        lines.len()
+    );
 }
 
 /// A private tracefs instance with one event enabled, removed on drop.

@@ -8,7 +8,7 @@
 //! reclaimable file cache. Everything downloaded or derived is cached under target/vmtest/; each
 //! kernel's console log is kept in target/vmtest/VERSION.log.
 //!
-//! MEMSTALL_VMTEST_TIMEOUT (seconds, default 1800) bounds each VM: QEMU is killed past it. A
+//! MEMSTALL_VMTEST_TIMEOUT (seconds, default 1200) bounds each VM: QEMU is killed past it. A
 //! test binary gets a third of that.
 mod kernel;
 
@@ -45,10 +45,7 @@ const APT_PACKAGES: &[&str] = &[
     "e2fsprogs",
     "binutils",
 ];
-/// Which of the run's kernels a module runs on. Modules whose behaviour depends on the kernel
-/// (which hooks attach, fentry, signal and OOM paths, pressure causes) run on each; those that
-/// test memstall's own logic on cgroup v2 run once, split between the oldest and the newest
-/// kernel so the two VMs take about as long (CI runs them one after the other, under TCG).
+/// Which of the run's kernels a module runs on.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kernels {
     Each,
@@ -56,29 +53,64 @@ enum Kernels {
     Newest,
 }
 
-/// Modules of the integration-test binary (tests/tests/NAME.rs), the kernels they run on and
-/// their extra libtest arguments. The global direct-reclaim test fills the guest's whole
-/// memory with page cache: far too slow under TCG; the README check needs the source tree, not
-/// a kernel. The guest sets MEMSTALL_EXPECT_FENTRY=1: these kernels allow trampolines, so the
-/// fentry hooks must attach.
-const TESTS: &[(&str, Kernels, &str)] = &[
-    ("fentry", Kernels::Each, ""),
-    ("oom_kill", Kernels::Each, ""),
-    ("kills", Kernels::Each, ""),
-    ("pressure", Kernels::Each, ""),
-    ("faults", Kernels::Each, ""),
-    ("diagnostics", Kernels::Each, ""),
-    ("cli", Kernels::Oldest, ""),
-    ("oom_postmortem", Kernels::Oldest, ""),
-    ("targeting", Kernels::Oldest, ""),
-    ("threshold", Kernels::Oldest, ""),
-    ("doctor", Kernels::Oldest, ""),
-    ("untrusted", Kernels::Oldest, ""),
-    ("contract", Kernels::Newest, "--skip readme"),
-    ("oom_scores", Kernels::Newest, ""),
-    ("reclaim", Kernels::Newest, "--skip direct_reclaim"),
-    ("soak", Kernels::Newest, "--skip renders_in_chromium"),
-    ("stall_kinds", Kernels::Newest, ""),
+/// What the VMs are for: what differs between kernels. Which hooks load and attach (the
+/// verifier, BTF layouts, fentry, tp_btf or the classic tracepoint), the signal and OOM paths,
+/// the stall causes each kernel has, and the kernel's own counters to reconcile with. Each
+/// entry is a module of the integration-test binary (tests/tests/NAME.rs), the kernels it runs
+/// on and the tests it runs there (none listed: all of them); a module may have an entry per
+/// set of kernels. Tests the host cannot run (cgroup v2 only, fentry, CAP_SYS_RESOURCE, a swap
+/// file) run on one kernel at least. memstall's own logic (parsing,
+/// targeting, outputs, soak verdicts) is the same on every kernel and runs on the host's.
+/// CI boots both kernels one after the other under TCG, where a test takes 10 to 50 times
+/// longer than on the host: the list is kept to about five minutes a kernel. The guest sets
+/// MEMSTALL_EXPECT_FENTRY=1: these kernels allow trampolines, so the fentry hooks must attach.
+const TESTS: &[(&str, Kernels, &[&str])] = &[
+    ("fentry", Kernels::Each, &[]),
+    ("oom_kill", Kernels::Each, &[]),
+    ("diagnostics", Kernels::Each, &[]),
+    (
+        "kills",
+        Kernels::Each,
+        &[
+            "a_shell_kill_and_a_tgkill_are_a_process_kill",
+            "an_oom_kill_is_one_record_with_its_triggers_stacks",
+        ],
+    ),
+    (
+        "pressure",
+        Kernels::Each,
+        &[
+            "many_short_reclaims_match_delay_accounting",
+            "memory_high_penalty_is_its_own_cause",
+            "compaction_matches_compact_stall",
+            "refault_waits_match_thrashing",
+            "dirty_throttling_matches_the_tracepoint",
+        ],
+    ),
+    // The swap-in hook is swap_readpage on 6.1, swap_read_folio later.
+    ("pressure", Kernels::Each, &["swapin_matches_pswpin"]),
+    (
+        "reclaim",
+        Kernels::Each,
+        &["memcg_reclaim_stalls_reconcile_with_the_cgroup"],
+    ),
+    (
+        "faults",
+        Kernels::Each,
+        &["faults_from_memory_stat_reconcile"],
+    ),
+    ("doctor", Kernels::Oldest, &[]),
+    ("kills", Kernels::Oldest, &["cgroup_kill_names_the_writer"]),
+    (
+        "oom_postmortem",
+        Kernels::Oldest,
+        &["exempt_task_is_marked_and_spared"],
+    ),
+    (
+        "reclaim",
+        Kernels::Newest,
+        &["memory_high_reclaim_matches_memory_events_high"],
+    ),
 ];
 /// Modules left out, and why.
 const NOT_IN_VM: &[(&str, &str)] = &[
@@ -89,12 +121,22 @@ const NOT_IN_VM: &[(&str, &str)] = &[
         "hardening",
         "links, full disks and the exporter behave alike on every kernel; its 20 000-cgroup churn takes too long under TCG",
     ),
+    ("cli", SAME_ON_EVERY_KERNEL),
+    ("targeting", SAME_ON_EVERY_KERNEL),
+    ("threshold", SAME_ON_EVERY_KERNEL),
+    ("untrusted", SAME_ON_EVERY_KERNEL),
+    ("contract", SAME_ON_EVERY_KERNEL),
+    ("oom_scores", SAME_ON_EVERY_KERNEL),
+    ("soak", SAME_ON_EVERY_KERNEL),
+    ("stall_kinds", SAME_ON_EVERY_KERNEL),
 ];
+const SAME_ON_EVERY_KERNEL: &str =
+    "memstall's own logic over hooks the other modules check per kernel; the host runs it";
 const INIT: &str = include_str!("../vm/init.sh");
 /// Counts the guest's results (skips apart from passes) and prints the marker.
 const TALLY: &str = include_str!("../vm/tally.sh");
 const MARKER: &str = "MEMSTALL-VMTEST-RESULT:";
-const DEFAULT_TIMEOUT_SECS: u64 = 1800;
+const DEFAULT_TIMEOUT_SECS: u64 = 1200;
 const DISK_BYTES: u64 = 1 << 30;
 
 /// The guest's last word: `passed=N skipped=S failed=M exit=E` (exit: the status of the last
@@ -134,7 +176,8 @@ pub fn vmtest(kernels: Option<&str>) -> Result<()> {
         .filter(|s| !s.is_empty())
         .map(|series| kernel::ensure(series, &cache))
         .collect::<Result<Vec<_>>>()?;
-    // MEMSTALL_VMTEST_ONLY=kills,pressure: those modules only (on the kernels they run on).
+    // MEMSTALL_VMTEST_ONLY=kills,pressure::refault_waits_match_thrashing: those modules, or
+    // tests of them, only (on the kernels they run on).
     let only = std::env::var("MEMSTALL_VMTEST_ONLY").ok();
     let only: Option<Vec<&str>> = only
         .as_deref()
@@ -241,15 +284,9 @@ fn build_payload(cache: &Path, kernels: usize, only: Option<&[&str]>) -> Result<
     // One list per kernel of the run (tests.INDEX), the guest told which is its own.
     for index in 0..kernels {
         let mut list = String::new();
-        for (module, on, args) in TESTS {
-            let runs_here = match on {
-                Kernels::Each => true,
-                Kernels::Oldest => index == 0,
-                Kernels::Newest => index + 1 == kernels,
-            };
-            if runs_here && only.is_none_or(|only| only.contains(module)) {
-                // The module path is the libtest filter: `cli::` runs tests/tests/cli.rs.
-                writeln!(list, "{module} {file} {module}:: {args}")?;
+        for (module, tests) in kernel_tests(index, kernels) {
+            if let Some(tests) = only_these(only, module, &tests) {
+                writeln!(list, "{module} {file} {}", libtest_filter(module, &tests))?;
             }
         }
         fs::write(root.join(format!("memstall/tests.{index}")), list)?;
@@ -258,6 +295,62 @@ fn build_payload(cache: &Path, kernels: usize, only: Option<&[&str]>) -> Result<
     kernel::cpio(&root, &archive)?;
     fs::remove_dir_all(&root)?;
     Ok(archive)
+}
+
+/// The modules kernel `index` of `kernels` runs, each with its tests (empty: all), in TESTS's
+/// order.
+fn kernel_tests(index: usize, kernels: usize) -> Vec<(&'static str, Vec<&'static str>)> {
+    let mut modules: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (module, on, tests) in TESTS {
+        let runs_here = match on {
+            Kernels::Each => true,
+            Kernels::Oldest => index == 0,
+            Kernels::Newest => index + 1 == kernels,
+        };
+        if !runs_here {
+            continue;
+        }
+        match modules.iter_mut().find(|(name, _)| name == module) {
+            // An entry of the whole module already runs these.
+            Some((_, listed)) if listed.is_empty() => {}
+            Some((_, listed)) if tests.is_empty() => listed.clear(),
+            Some((_, listed)) => listed.extend_from_slice(tests),
+            None => modules.push((module, tests.to_vec())),
+        }
+    }
+    modules
+}
+
+/// What MEMSTALL_VMTEST_ONLY (`module` or `module::test` items) leaves of `module`'s `tests`
+/// (empty: all); `None` when nothing.
+fn only_these(only: Option<&[&str]>, module: &str, tests: &[&str]) -> Option<Vec<String>> {
+    let all = || tests.iter().map(ToString::to_string).collect();
+    let Some(only) = only else {
+        return Some(all());
+    };
+    if only.contains(&module) {
+        return Some(all());
+    }
+    let picked: Vec<String> = only
+        .iter()
+        .filter_map(|item| item.strip_prefix(module)?.strip_prefix("::"))
+        .filter(|test| tests.is_empty() || tests.contains(test))
+        .map(ToString::to_string)
+        .collect();
+    (!picked.is_empty()).then_some(picked)
+}
+
+/// libtest's arguments for `tests` of `module`: the module path (`cli::` runs
+/// tests/tests/cli.rs), or each test's full name, exactly.
+fn libtest_filter(module: &str, tests: &[String]) -> String {
+    if tests.is_empty() {
+        return format!("{module}::");
+    }
+    let names: Vec<String> = tests
+        .iter()
+        .map(|test| format!("{module}::{test}"))
+        .collect();
+    format!("--exact {}", names.join(" "))
 }
 
 /// The modules tests/tests/main.rs declares.
@@ -461,6 +554,45 @@ mod tests {
                     || NOT_IN_VM.iter().any(|(name, _)| *name == module),
                 "tests/tests/{module}.rs: add it to vmtest's TESTS, or to NOT_IN_VM with the reason"
             );
+        }
+    }
+
+    /// `--exact` with a name that no longer exists runs nothing and passes: every listed test
+    /// must be a test function of its module.
+    #[test]
+    fn every_listed_test_exists() {
+        for (module, _, tests) in TESTS {
+            let path = workspace_root().join(format!("tests/tests/{module}.rs"));
+            let source = fs::read_to_string(&path).unwrap();
+            for test in *tests {
+                assert!(
+                    source.contains(&format!("#[test]\nfn {test}()")),
+                    "vmtest's TESTS lists {module}::{test}, which tests/tests/{module}.rs has no test of that name"
+                );
+            }
+        }
+    }
+
+    /// A module with entries for several kernels runs, on each, the tests of every entry
+    /// that includes that kernel, once.
+    #[test]
+    fn a_kernel_runs_the_tests_of_every_entry_for_it() {
+        let tests = |index| {
+            kernel_tests(index, 2)
+                .into_iter()
+                .find(|(module, _)| *module == "kills")
+                .unwrap()
+                .1
+        };
+        assert!(tests(0).contains(&"cgroup_kill_names_the_writer"));
+        assert!(!tests(1).contains(&"cgroup_kill_names_the_writer"));
+        assert!(tests(1).contains(&"a_shell_kill_and_a_tgkill_are_a_process_kill"));
+        for index in 0..2 {
+            let modules: Vec<_> = kernel_tests(index, 2).into_iter().map(|(m, _)| m).collect();
+            let mut unique = modules.clone();
+            unique.sort_unstable();
+            unique.dedup();
+            assert_eq!(modules.len(), unique.len(), "{modules:?}");
         }
     }
 
