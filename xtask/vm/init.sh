@@ -63,7 +63,9 @@ while read -r name exe args; do
 	started=$(cut -d' ' -f1 /proc/uptime)
 	# shellcheck disable=SC2086 # args are split on purpose
 	{
-		MEMSTALL_SKIP_LOG="/tmp/skips.$name" timeout "$timeout_secs" "/memstall/deps/$exe" --test-threads=1 $args
+		# --report-time (each test's seconds, to keep the list short) is unstable libtest.
+		RUSTC_BOOTSTRAP=1 MEMSTALL_SKIP_LOG="/tmp/skips.$name" timeout "$timeout_secs" \
+			"/memstall/deps/$exe" --test-threads=1 -Z unstable-options --report-time $args
 		echo $? >"/tmp/rc.$name"
 	} 2>&1 | tee "/tmp/out.$name"
 	echo "vmtest: $name exit $(cat "/tmp/rc.$name") ($(awk -v s="$started" '{printf "%.0f", $1 - s}' /proc/uptime) s)"

@@ -18,9 +18,10 @@ while read -r name exe args; do
 	[ "$rc" = 0 ] || exit_status=$rc
 	touch "$dir/skips.$name"
 	if grep -q '^test result:' "$out" 2>/dev/null; then
-		# Per-test lines: "test NAME ... ok"; a skipped test's line says ok too.
-		p=$(grep -c '^test .* \.\.\. ok$' "$out")
-		f=$(grep -c '^test .* \.\.\. FAILED$' "$out")
+		# Per-test lines: "test NAME ... ok <SECONDS s>" (--report-time); a skipped test's
+		# line says ok too.
+		p=$(grep -cE '^test .* \.\.\. ok( <[0-9.]+s>)?$' "$out")
+		f=$(grep -cE '^test .* \.\.\. FAILED( <[0-9.]+s>)?$' "$out")
 		s=0
 		seen=" "
 		while IFS= read -r skip; do
@@ -28,7 +29,7 @@ while read -r name exe args; do
 			# One count per test, however many reasons it gave.
 			case "$seen" in *" $test_name "*) continue ;; esac
 			seen="$seen$test_name "
-			if grep -qxF "test $test_name ... ok" "$out"; then
+			if grep -qE "^test $test_name \.\.\. ok( <[0-9.]+s>)?\$" "$out"; then
 				s=$((s + 1))
 				echo "vmtest: skipped $name: $skip"
 			fi
@@ -46,7 +47,7 @@ while read -r name exe args; do
 	if [ "$f" != 0 ]; then
 		# Repeat the panics of failing tests here so the tail of the log shows them.
 		sed -n '/^failures:$/,/^test result:/p' "$out"
-		grep '^test .* FAILED$' "$out" | sed "s/^/vmtest: $name: /"
+		grep -E '^test .* FAILED( <[0-9.]+s>)?$' "$out" | sed "s/^/vmtest: $name: /"
 	fi
 done <"$list"
 echo "MEMSTALL-VMTEST-RESULT: passed=$passed skipped=$skipped failed=$failed exit=$exit_status"
