@@ -186,7 +186,9 @@ impl Pipeline {
         self.stalls.fold_removed(|id| cgroups.is_live(id));
         self.pressure.fold_removed(|id| cgroups.is_live(id));
         self.watched_ids.retain(|id, _| cgroups.is_live(*id));
-        let held = self.stalls.histograms();
+        // Counted as the trigger counts: pressure rows too, or a hierarchy whose live
+        // cgroups' rows pass a quarter of the histograms would rescan at every stall.
+        let held = self.stalls.histograms() + self.pressure.cgroups();
         self.fold_at = MAX_HISTOGRAMS.max(held + held / 4);
     }
 
