@@ -7,6 +7,7 @@
 //! 10 000 memory cgroups and the start-up peak RSS. Results: bench/results.md and .json,
 //! compared with the previous run's. Speed goals live here, never in timed tests.
 mod bpf_stats;
+mod cgroup_iter;
 mod cleanup;
 mod own_cost;
 mod report;
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use self::{
     bpf_stats::{ProgramCost, StatsEnabled},
+    cgroup_iter::{CgroupIter, IterCost},
     cleanup::{check_interrupted, memory_root},
     own_cost::{IntervalCost, ManyCgroups, StartupRss, WalkCost},
     stats::{Estimate, Rng, bootstrap_median, median, paired_ratios, seed_of},
@@ -92,6 +94,11 @@ pub struct BenchRun {
     pub programs: Vec<StormPrograms>,
     pub interval: Vec<IntervalCost>,
     pub walk: Vec<WalkCost>,
+    /// The BPF cgroup iterator over the same hierarchy, or why it could not run.
+    #[serde(default)]
+    pub iter: Vec<IterCost>,
+    #[serde(default)]
+    pub iter_error: Option<String>,
     pub startup_rss: StartupRss,
     pub ingest: String,
     pub failures: Vec<String>,
@@ -296,7 +303,7 @@ pub fn bench(quick: bool) -> Result<()> {
     if !crate::is_root() {
         anyhow::bail!("the benchmark loads eBPF programs and creates cgroups: run it as root");
     }
-    crate::setup::apt_ensure(&["bpftrace", "bpftool"])?;
+    crate::setup::apt_ensure(&["bpftrace", "bpftool", "clang-22"])?;
     let bins = build()?;
     cleanup::catch_interrupts();
     cleanup::remove_leftovers();
@@ -326,6 +333,13 @@ pub fn bench(quick: bool) -> Result<()> {
     let (root, _) = memory_root()?;
     let mut interval = Vec::new();
     let mut walk = Vec::new();
+    let mut iter = Vec::new();
+    eprintln!("bench: building and loading the BPF cgroup iterator");
+    // Room for the bench's 10 000 cgroups and what the machine has (a walk that finds more
+    // says so).
+    let cgroup_iter = CgroupIter::new(&root, &workspace_root().join("target/bench/iter"), 16_384)
+        .map_err(|e| format!("{e:#}"));
+    let mut iter_error = cgroup_iter.as_ref().err().cloned();
     {
         let mut many = ManyCgroups::new()?;
         for count in [1_000, 10_000] {
@@ -337,9 +351,18 @@ pub fn bench(quick: bool) -> Result<()> {
                 if quick { 5 } else { 12 },
             )?);
             walk.push(own_cost::file_walk_cost(&root, 5));
+            if let Ok(cgroup_iter) = &cgroup_iter {
+                eprintln!("bench: the iterator over {count} cgroups");
+                let check = own_cost::faults_in_first_cgroup(&bins, &many);
+                match cgroup_iter::iter_cost(cgroup_iter, 5, check) {
+                    Ok(cost) => iter.push(cost),
+                    Err(e) => iter_error = Some(format!("{e:#}")),
+                }
+            }
         }
         eprintln!("bench: removing the cgroups");
     }
+    drop(cgroup_iter);
     eprintln!("bench: userspace ingest");
     let ingest = output_of(
         workspace_root()
@@ -364,6 +387,8 @@ pub fn bench(quick: bool) -> Result<()> {
         programs,
         interval,
         walk,
+        iter,
+        iter_error,
         startup_rss,
         ingest,
         failures,

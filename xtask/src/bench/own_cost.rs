@@ -177,7 +177,7 @@ pub fn interval_costs(
 }
 
 /// CPU time of this thread, in ms.
-fn thread_cpu_ms() -> f64 {
+pub fn thread_cpu_ms() -> f64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -245,4 +245,26 @@ pub fn startup_rss(bins: &Bins, starts: usize) -> Result<StartupRss> {
         peak_mib,
         rss_mib,
     })
+}
+
+/// Faults in the first bench cgroup (a memhog touching 8 MiB there), then its id (the
+/// directory's inode) and pgfault as memory.stat prints it: a value the iterator must find.
+pub fn faults_in_first_cgroup(bins: &Bins, cgroups: &ManyCgroups) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = cgroups.parent.path.join("c0");
+    let status = Command::new(&bins.memhog)
+        .arg("--cgroup")
+        .arg(&dir)
+        .args(["--anon-mib", "8"])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .ok()?;
+    if !status.success() {
+        return None;
+    }
+    let stat = fs::read_to_string(dir.join("memory.stat")).ok()?;
+    let pgfault = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("pgfault ")?.trim().parse().ok())?;
+    Some((fs::metadata(&dir).ok()?.ino(), pgfault))
 }

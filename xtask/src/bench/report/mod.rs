@@ -12,6 +12,8 @@ use super::{
 };
 use crate::workspace_root;
 
+mod iterator;
+
 fn ratio(e: Option<&Estimate>) -> String {
     e.map_or("–".into(), |e| {
         format!("{:.3}× [{:.3}–{:.3}]", e.median, e.low, e.high)
@@ -207,6 +209,7 @@ fn own_cost_section(out: &mut String, run: &BenchRun) {
             amount(w.estimate.as_ref(), "ms", 1)
         );
     }
+    iterator::section(out, run);
     let rss = &run.startup_rss;
     let _ = writeln!(
         out,
@@ -382,3 +385,6 @@ pub fn write(run: &BenchRun) -> Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
