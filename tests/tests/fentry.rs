@@ -4,13 +4,10 @@
 use std::{process::Stdio, time::Duration};
 
 use memstall_tests::{
-    MIB, MemCgroup, Memstall, memhog, read_json_lines, run_to_oom_kill, wait_until,
+    MIB, MemCgroup, Memstall, expect_fentry, memhog, read_json_lines, run_to_oom_kill, skip,
+    wait_for,
 };
 use serde_json::Value;
-
-fn expect_fentry() -> bool {
-    std::env::var_os("MEMSTALL_EXPECT_FENTRY").is_some_and(|v| v == "1")
-}
 
 fn hook<'a>(run_end: &'a Value, name: &str) -> &'a str {
     run_end["hooks"]
@@ -22,7 +19,8 @@ fn hook<'a>(run_end: &'a Value, name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {name} hook in {run_end}"))
 }
 
-/// Returns whether the hook attached; panics if it should have, or if it failed without a reason.
+/// Returns whether the hook attached; panics if it should have, or if it failed without a
+/// reason (the degradation this host shows: a note, and the run goes on).
 fn attached(run_end: &Value, name: &str, stderr: &[String]) -> bool {
     let status = hook(run_end, name);
     let ok = !status.contains("unavailable");
@@ -51,11 +49,12 @@ fn oom_context_makes_the_score_exact() {
     let cg = cgroup.path.to_str().unwrap();
     let memstall = Memstall::start(&["--json", json.to_str().unwrap(), "--cgroup", cg]).unwrap();
     let victim = run_to_oom_kill(&["--cgroup", cg, "--anon-mib", "128"]);
-    assert!(wait_until(Duration::from_secs(5), || cgroup
-        .oom_kills()
-        .unwrap()
-        >= 1));
-    std::thread::sleep(Duration::from_millis(500));
+    wait_for(
+        "the kernel counts the OOM kill",
+        Duration::from_secs(5),
+        || cgroup.oom_kills().unwrap() >= 1,
+    );
+    // Stopping drains the ring buffer: the kill is in it since before memhog died.
     let (status, stderr) = memstall.stop(libc::SIGINT).unwrap();
     assert!(status.success(), "{stderr:?}");
     let events = read_json_lines(&json).unwrap();
@@ -65,6 +64,10 @@ fn oom_context_makes_the_score_exact() {
         .expect("the kill");
     if !attached(events.last().unwrap(), "oom_context", &stderr) {
         assert_eq!(kill["exact"], false);
+        skip(&format!(
+            "{} (the exact path runs in `cargo xtask vmtest`)",
+            memstall_tests::hook_status(&events, "oom_context")
+        ));
         return;
     }
     assert_eq!(kill["exact"], true, "{kill}");
@@ -94,19 +97,27 @@ fn charge_and_fault_latency_per_cgroup() {
         cg,
     ])
     .unwrap();
+    let started = std::time::Instant::now();
     let status = memhog()
         .args(["--cgroup", cg, "--anon-mib", "64"])
         .stdout(Stdio::null())
         .status()
         .unwrap();
+    let wall_ns = started.elapsed().as_nanos() as u64;
     assert!(status.success());
-    std::thread::sleep(Duration::from_millis(300));
     let (status, stderr) = memstall.stop(libc::SIGINT).unwrap();
     assert!(status.success(), "{stderr:?}");
     let events = read_json_lines(&json).unwrap();
     let run_end = events.last().unwrap();
     let charge = attached(run_end, "charge_latency", &stderr);
     let fault = attached(run_end, "fault_latency", &stderr);
+    if !charge || !fault {
+        skip(&format!(
+            "{}; {} (runs in `cargo xtask vmtest`)",
+            memstall_tests::hook_status(&events, "charge_latency"),
+            memstall_tests::hook_status(&events, "fault_latency")
+        ));
+    }
     let row = |kind: &str| {
         events.iter().find(|e| {
             e["type"] == "latency"
@@ -119,16 +130,25 @@ fn charge_and_fault_latency_per_cgroup() {
     for (on, kind) in [(charge, "charge"), (fault, "page_fault")] {
         match row(kind) {
             Some(r) if on => {
+                // One per touched page, plus the few of memhog's own start-up in the cgroup.
+                let count = r["count"].as_u64().unwrap();
                 assert!(
-                    r["count"].as_u64().unwrap() >= pages,
-                    "one per touched page: {r}"
+                    (pages..=pages + pages / 4).contains(&count),
+                    "one per touched page ({pages}): {r}"
                 );
+                // A fault or a charge takes between a few hundred ns and a few µs here, and
+                // under the VMs' emulation ten times that: never under 64 ns, never 10 ms.
                 let p50 = r["p50_ns"].as_u64().unwrap();
                 assert!(
-                    p50 > 0
+                    (64..10_000_000).contains(&p50)
                         && p50 <= r["p99_ns"].as_u64().unwrap()
                         && r["p99_ns"].as_u64() <= r["max_ns"].as_u64(),
                     "{r}"
+                );
+                let total = r["total_ns"].as_u64().unwrap();
+                assert!(
+                    total >= count * 64 && total < wall_ns,
+                    "{total} ns in {count} calls within {wall_ns} ns of one thread: {r}"
                 );
                 let bucket_sum: u64 = r["buckets"]
                     .as_array()

@@ -2,16 +2,22 @@
 //! running kernel, as root. Each module is one feature; `cargo xtask vmtest` runs the modules
 //! its kernels can run by name (`cli::`, `oom_kill::`, ...).
 mod cli;
+mod contract;
+mod dashboard;
 mod doctor;
 mod faults;
 mod fentry;
 mod hardening;
+mod kills;
 mod live;
 mod oom_kill;
 mod oom_postmortem;
+mod oom_scores;
 mod pressure;
 mod prometheus;
 mod reclaim;
 mod soak;
+mod stall_kinds;
 mod targeting;
+mod threshold;
 mod untrusted;

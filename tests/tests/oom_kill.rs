@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use memstall_tests::{
-    MIB, MemCgroup, Memstall, kernel_kill_report, read_json_lines, run_to_oom_kill, wait_until,
+    MIB, MemCgroup, Memstall, assert_attached, kernel_kill_report, kernel_task_row,
+    read_json_lines, run_to_oom_kill, wait_for,
 };
 
 #[test]
@@ -36,12 +37,12 @@ fn oom_kill_matches_the_kernel(extra_args: &[&str], source: &str) {
     .unwrap();
 
     let hog_pid = run_to_oom_kill(&["--cgroup", cgroup_arg, "--anon-mib", "128"]);
-    assert!(wait_until(Duration::from_secs(5), || cgroup
-        .oom_kills()
-        .unwrap()
-        >= 1));
-    // Ring-buffer delivery is asynchronous: give the tracers a moment before stopping them.
-    std::thread::sleep(Duration::from_millis(500));
+    wait_for(
+        "the kernel counts the OOM kill",
+        Duration::from_secs(5),
+        || cgroup.oom_kills().unwrap() >= 1,
+    );
+    // No pause: the kill was queued before memhog died, and stopping drains the ring buffer.
     let (status, stderr) = memstall.stop(libc::SIGINT).unwrap();
     assert!(status.success(), "memstall exit {status}: {stderr:?}");
     let (status, _) = filtered.stop(libc::SIGTERM).unwrap();
@@ -49,6 +50,7 @@ fn oom_kill_matches_the_kernel(extra_args: &[&str], source: &str) {
 
     let kernel_kills = cgroup.oom_kills().unwrap();
     let events = read_json_lines(&json).unwrap();
+    assert_attached(&events, &["oom_kill"]);
     let kills: Vec<_> = events.iter().filter(|e| e["type"] == "oom_kill").collect();
     assert_eq!(
         kills.len() as u64,
@@ -70,6 +72,11 @@ fn oom_kill_matches_the_kernel(extra_args: &[&str], source: &str) {
         "memhog triggered its own kill"
     );
     assert_eq!(kill["pid"], hog_pid);
+    // memhog is one thread: its pid is its tgid, for the trigger and the victim alike.
+    assert_eq!(
+        (&kill["tgid"], &kill["victim_tgid"]),
+        (&hog_pid.into(), &hog_pid.into())
+    );
     assert_eq!(kill["oom_score_adj"], 0);
     // The memcg retried reclaim before giving up: those stalls, in its OOM domain, are on record.
     let before = &kill["reclaim_before"];
@@ -104,6 +111,17 @@ fn oom_kill_matches_the_kernel(extra_args: &[&str], source: &str) {
         report.get("pgtables").copied()
     );
     assert_eq!(kill["victim_uid"].as_u64(), report.get("UID").copied());
+    assert_eq!(
+        kill["total_vm_kb"].as_u64(),
+        report.get("total-vm").copied(),
+        "kernel report {report:?}"
+    );
+    // Swap entries: read from the victim's mm by tp_btf, absent from the classic record.
+    let row = kernel_task_row(hog_pid).expect("the victim in the kernel's task table");
+    match source {
+        "tp_btf" => assert_eq!(kill["swap_entries"].as_u64(), Some(row.swapents), "{kill}"),
+        _ => assert!(kill["swap_entries"].is_null(), "{kill}"),
+    }
 
     let end = events.last().unwrap();
     assert_eq!(end["type"], "run_end");

@@ -4,7 +4,8 @@
 use std::process::{Child, Stdio};
 
 use memstall_tests::{
-    CgroupVersion, MIB, MemCgroup, Memstall, hog_holding, memhog, read_json_lines,
+    CgroupVersion, MIB, MemCgroup, Memstall, emulated, expect_fentry, hog_holding, memhog,
+    read_json_lines, skip,
     taskstats::{DelayacctGuard, TaskDelays, taskstats},
 };
 use serde_json::Value;
@@ -95,14 +96,17 @@ fn traced(cgroup: &MemCgroup, args: &[&str]) -> Traced {
 /// reclaim (and other memory) delay within 2 %.
 fn assert_reconciles(traced: &Traced, cgroup: &MemCgroup) -> u64 {
     let row = traced.pressure(cgroup);
-    let stall_ns = row["stall_ns"].as_u64().unwrap();
+    // Delay accounting has no field for a writer paused in balance_dirty_pages (on v2 even
+    // a writer that syncs every 16 MiB crosses a 64 MiB cgroup's share of dirty pages).
+    let dirty_ns = row["by_cause"]["dirty_throttle"].as_u64().unwrap_or(0);
+    let stall_ns = row["stall_ns"].as_u64().unwrap() - dirty_ns;
     let by_cause: u64 = row["by_cause"]
         .as_object()
         .unwrap()
         .values()
         .map(|v| v.as_u64().unwrap())
         .sum();
-    assert_eq!(by_cause, stall_ns, "the causes add up: {row}");
+    assert_eq!(by_cause, stall_ns + dirty_ns, "the causes add up: {row}");
     assert_eq!(row["tasks"], 1, "{row}");
     let kernel_ns = traced.kernel_memory_ns();
     let (windows, _, retries) = traced.totals("memcg_reclaim");
@@ -114,21 +118,43 @@ fn assert_reconciles(traced: &Traced, cgroup: &MemCgroup) -> u64 {
         traced.kernel.freepages.count,
         row["by_cause"]
     );
+    // Delay accounting's window sits strictly inside the tracepoints' (mm/vmscan.c:
+    // do_try_to_free_pages starts it after memcg_reclaim_begin and ends it before _end), so the
+    // stall is never much shorter; it may be longer by what runs (or preempts the task, on a
+    // busy machine) between the two edges: at most 20 µs a window, as for every other
+    // reconciliation with freepages.
+    // Under emulation (the VMs' TCG) each edge costs up to ~200 µs and per-CPU clocks lose a
+    // few windows (see memstall_tests::assert_matches_freepages): 10 % and 250 µs there.
+    let (percent, slack_ns) = if emulated() {
+        (10, 250_000)
+    } else {
+        (2, 20_000)
+    };
     assert!(
-        stall_ns.abs_diff(kernel_ns) * 50 <= kernel_ns,
-        "stall_ns {stall_ns} vs taskstats memory delays {kernel_ns}: more than 2 % apart"
+        stall_ns * 100 + kernel_ns * percent >= kernel_ns * 100
+            && stall_ns * 100 <= kernel_ns * (100 + percent) + windows * slack_ns * 100,
+        "stall_ns {stall_ns} vs taskstats memory delays {kernel_ns} ({windows} windows): \
+         more than {percent} % short, or more than {percent} % + {slack_ns} ns a window long"
     );
     // Delay accounting counts each reclaim, and each time the kernel starts one over inside;
     // memstall sees a restart where the new pass scans (see README).
     let kernel_count = traced.kernel.freepages.count;
-    assert!(
-        windows + retries <= kernel_count,
-        "{windows} + {retries} vs {kernel_count}"
-    );
-    assert!(
-        (kernel_count - windows - retries) * 100 <= kernel_count,
-        "{windows} reclaims + {retries} restarts vs freepages_count {kernel_count}"
-    );
+    let seen = windows + retries;
+    if emulated() {
+        assert!(
+            seen.abs_diff(kernel_count) * 10 <= kernel_count.max(20),
+            "{windows} reclaims + {retries} restarts vs freepages_count {kernel_count}"
+        );
+    } else {
+        assert!(
+            seen <= kernel_count,
+            "{windows} + {retries} vs {kernel_count}"
+        );
+        assert!(
+            (kernel_count - seen) * 100 <= kernel_count,
+            "{windows} reclaims + {retries} restarts vs freepages_count {kernel_count}"
+        );
+    }
     stall_ns
 }
 
@@ -150,6 +176,13 @@ fn many_short_reclaims_match_delay_accounting() {
 #[test]
 fn throttling_inside_reclaim_is_counted_once() {
     let cgroup = MemCgroup::create("pressure-throttle", 64 * MIB).unwrap();
+    if cgroup.version == CgroupVersion::V2 {
+        // v2 writeback keeps each cgroup's dirty pages under its own share (the writer is
+        // paused in balance_dirty_pages: dirty_throttling_matches_the_tracepoint), so reclaim
+        // seldom meets enough dirty pages to throttle.
+        skip("reclaim throttling on dirty pages is provoked on cgroup v1 (the host)");
+        return;
+    }
     let file = tempfile::NamedTempFile::new_in("/var/tmp").unwrap();
     let spec = format!("{}:400", file.path().display());
     // Throttling depends on writeback timing: a few tries to see some.
@@ -291,14 +324,16 @@ fn vmstat(key: &str) -> u64 {
 fn memory_high_penalty_is_its_own_cause() {
     let cgroup = MemCgroup::create("pressure-high", u64::MAX / 2).unwrap();
     if cgroup.version != CgroupVersion::V2 {
-        eprintln!("skipped: memory.high is cgroup v2 (the VMs run this)");
+        skip("memory.high is cgroup v2 (the VMs run this)");
         return;
     }
     cgroup.write("memory.max", "max").unwrap();
     cgroup
         .write("memory.high", &(32 * MIB).to_string())
         .unwrap();
-    let events = traced_v2(&cgroup, &["--anon-mib", "96", "--step-mib", "8"]);
+    // A little over: the penalty grows with the square of the overage (up to 2 s a return to
+    // user space, every 64 pages charged), and anon without swap never gets back under.
+    let events = traced_v2(&cgroup, &["--anon-mib", "34"]);
     assert!(
         hook_attached(&events, "memstall_sleeps"),
         "{}",
@@ -328,9 +363,12 @@ fn compaction_matches_compact_stall() {
     let cgroup = MemCgroup::create("pressure-compact", 800 * MIB).unwrap();
     let probe = traced_v2(&cgroup, &["--anon-mib", "1"]);
     if !hook_attached(&probe, "compaction") {
-        eprintln!(
-            "skipped: compaction needs fentry/fexit, which this kernel refuses (the VMs run this)"
+        assert!(
+            !expect_fentry(),
+            "compaction must attach here: {}",
+            probe.last().unwrap()
         );
+        skip("compaction needs fentry/fexit, which this kernel refuses (the VMs run this)");
         return;
     }
     let before = vmstat("compact_stall");
@@ -351,12 +389,17 @@ fn compaction_matches_compact_stall() {
 fn swapin_matches_pswpin() {
     let cgroup = MemCgroup::create("pressure-swap", 64 * MIB).unwrap();
     if cgroup.version != CgroupVersion::V2 {
-        eprintln!("skipped: this test adds a swap file, only in the VMs (cgroup v2)");
+        skip("this test adds a swap file, only in the VMs (cgroup v2)");
         return;
     }
     let probe = traced_v2(&cgroup, &["--anon-mib", "1"]);
     if !hook_attached(&probe, "swapin") {
-        eprintln!("skipped: swap-in needs fentry/fexit, which this kernel refuses");
+        assert!(
+            !expect_fentry(),
+            "swapin must attach here: {}",
+            probe.last().unwrap()
+        );
+        skip("swap-in needs fentry/fexit, which this kernel refuses");
         return;
     }
     let swap = SwapFile::on("/var/tmp/memstall-test.swap", 256);
@@ -412,7 +455,7 @@ impl Drop for SwapFile {
 fn dirty_throttling_matches_the_tracepoint() {
     let cgroup = MemCgroup::create("pressure-dirty", 64 * MIB).unwrap();
     if cgroup.version != CgroupVersion::V2 {
-        eprintln!("skipped: per-cgroup dirty throttling is cgroup v2 (the VMs run this)");
+        skip("per-cgroup dirty throttling is cgroup v2 (the VMs run this)");
         return;
     }
     let trace = TraceInstance::new(
@@ -423,10 +466,13 @@ fn dirty_throttling_matches_the_tracepoint() {
     let file = tempfile::NamedTempFile::new_in("/var/tmp").unwrap();
     let spec = format!("{}:400", file.path().display());
     let events = traced_v2(&cgroup, &["--write-file", &spec]);
+    // By the writeback cgroup (the task's, on v2): an instance's lines name a task whose
+    // comm the trace has not cached as `<...>`.
+    let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&cgroup.path).unwrap());
     let pauses = trace
         .lines()
         .iter()
-        .filter(|l| l.contains("memhog"))
+        .filter(|l| l.ends_with(&format!(" cgroup_ino={ino}")))
         .count() as u64;
     let throttles = total_count(&events, "dirty_throttle");
     eprintln!("dirty throttling: {throttles} stalls; tracepoint pauses {pauses}");

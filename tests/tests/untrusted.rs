@@ -2,7 +2,9 @@
 //! renames itself to an escape sequence and gets OOM-killed in a cgroup whose name holds one.
 use std::{fs, time::Duration};
 
-use memstall_tests::{MIB, MemCgroup, Memstall, read_json_lines, run_to_oom_kill, wait_until};
+use memstall_tests::{
+    MIB, MemCgroup, Memstall, assert_attached, read_json_lines, run_to_oom_kill, wait_until,
+};
 
 /// Clears the screen, sets the window title, rings the bell (12 bytes: fits a comm).
 const COMM: &str = "\\x1b[2J\\x1b]0;pwn\\x07";
@@ -76,6 +78,7 @@ fn hostile_comm_and_cgroup_are_escaped_on_the_terminal_and_exact_in_json() {
 
     // JSON keeps the exact bytes (serde escapes them as \u001b).
     let events = read_json_lines(&json).unwrap();
+    assert_attached(&events, &["oom_kill", "memcg_reclaim"]);
     let kill = events
         .iter()
         .find(|e| e["type"] == "oom_kill" && e["victim_pid"] == victim)

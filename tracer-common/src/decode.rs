@@ -1,5 +1,7 @@
 //! Userspace only: ring-buffer bytes to typed records, and kernel comm bytes to text.
-use crate::{EventHeader, EventKind, OomContextEvent, OomKillEvent, StallEvent, TASK_COMM_LEN};
+use crate::{
+    EventHeader, EventKind, KillEvent, OomContextEvent, OomKillEvent, StallEvent, TASK_COMM_LEN,
+};
 
 /// Why a ring-buffer record could not be decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,6 +27,7 @@ pub enum RawEvent {
     OomKill(OomKillEvent),
     Stall(StallEvent),
     OomContext(OomContextEvent),
+    Kill(KillEvent),
 }
 
 fn read<T: bytemuck::Pod>(bytes: &[u8]) -> Result<T, DecodeError> {
@@ -46,6 +49,7 @@ impl RawEvent {
             Some(EventKind::OomKill) => read(bytes).map(Self::OomKill),
             Some(EventKind::Stall) => read(bytes).map(Self::Stall),
             Some(EventKind::OomContext) => read(bytes).map(Self::OomContext),
+            Some(EventKind::Kill) => read(bytes).map(Self::Kill),
             None => Err(DecodeError::UnknownKind(header.kind)),
         }
     }

@@ -8,6 +8,7 @@ pub enum EventKind {
     OomKill = 1,
     Stall = 2,
     OomContext = 3,
+    Kill = 4,
 }
 
 impl EventKind {
@@ -16,6 +17,7 @@ impl EventKind {
             1 => Some(Self::OomKill),
             2 => Some(Self::Stall),
             3 => Some(Self::OomContext),
+            4 => Some(Self::Kill),
             _ => None,
         }
     }

@@ -10,6 +10,7 @@
 mod decode;
 mod events;
 mod filter;
+mod kill;
 pub mod latency;
 mod memcg;
 pub mod names;
@@ -21,6 +22,7 @@ mod task;
 pub use decode::{CommStr, DecodeError, RawEvent, comm_str};
 pub use events::*;
 pub use filter::*;
+pub use kill::*;
 pub use latency::{LatencyKey, LatencyValue};
 pub use memcg::*;
 pub use oom::*;
@@ -39,13 +41,14 @@ assert_size!(
     EventHeader = 16,
     TaskInfo = 32,
     StallEvent = 144,
-    OomKillEvent = 144,
+    OomKillEvent = 160,
+    KillEvent = 160,
     OomContextEvent = 48,
     OomControlLayout = 24,
     MarkVictimFormat = 40,
     InFlight = 56,
     KswapdTotals = 40,
-    KernelLayout = 112,
+    KernelLayout = 120,
     FilterConfig = 8,
     MemcgItems = 24,
     MemcgCounterKey = 16,

@@ -37,10 +37,8 @@ pub mod global {
     pub const MEMCG_ITEMS: &str = "MEMCG_ITEMS";
     pub const FILTER: &str = "FILTER";
     pub const OOM_CONTROL_LAYOUT: &str = "OOM_CONTROL_LAYOUT";
-    pub const COMPACT_RESULT_ARG: &str = "COMPACT_RESULT_ARG";
     pub const COMPACT_SKIPPED: &str = "COMPACT_SKIPPED";
     pub const ALL: &[&str] = &[
-        COMPACT_RESULT_ARG,
         COMPACT_SKIPPED,
         KERNEL_LAYOUT,
         STACK_THRESHOLD_NS,
@@ -83,6 +81,7 @@ pub mod program {
     pub const SHRINK_SLAB_END: &str = "shrink_slab_end";
     pub const SCHED_SWITCH: &str = "sched_switch";
     pub const BALANCE_DIRTY_PAGES: &str = "balance_dirty_pages";
+    pub const SIGNAL_GENERATE: &str = "signal_generate";
     /// Programs attached by their own name.
     pub const SINGLE: &[&str] = &[
         OOM_MARK_VICTIM_BTF,
@@ -118,5 +117,6 @@ pub mod program {
         SHRINK_SLAB_END,
         SCHED_SWITCH,
         BALANCE_DIRTY_PAGES,
+        SIGNAL_GENERATE,
     ];
 }

@@ -28,7 +28,12 @@ pub struct OomKillEvent {
     pub pgtables_kb: u64,
     /// One of [`oom_source`].
     pub source: u32,
-    pub _reserved: u32,
+    /// Stacks of the trigger (the task whose allocation invoked the OOM killer), -1 if none.
+    pub trigger_kernel_stack_id: i32,
+    pub trigger_user_stack_id: i32,
+    pub _pad: u32,
+    /// The victim's memory cgroup usage when it was chosen, in kB (0 where unread).
+    pub victim_memcg_usage_kb: u64,
 }
 
 /// fentry on oom_kill_process(): the kernel's own oom_control for the kill, which makes the

@@ -194,3 +194,8 @@ pub struct KswapdTotals {
     pub pages_scanned: u64,
     pub pages_reclaimed: u64,
 }
+
+/// try_to_compact_pages()'s parameter count: its fexit program finds the return value in the
+/// slot after them. The verifier reads a context only at a constant offset, so the count is
+/// fixed at build time and the loader leaves compaction out on a kernel whose BTF differs.
+pub const COMPACT_PARAMS: usize = 6;

@@ -35,7 +35,8 @@ pub struct KernelLayout {
     pub memcg_css: u32,
     /// Offset of `cgroup_subsys_state.parent`.
     pub css_parent: u32,
-    pub _reserved: u32,
+    /// Offset of `task_struct.group_leader` (a sender's process name).
+    pub task_group_leader: u32,
     /// Bit offsets of task_struct's `in_iowait` and `in_memstall` bitfields (PSI marks a task
     /// in a memory stall; in_iowait tells a read from a sleep), u32::MAX where unresolved.
     pub task_in_iowait_bit: u32,
@@ -44,4 +45,7 @@ pub struct KernelLayout {
     pub shrinker_scan_objects: u32,
     /// Offset of `task_struct.flags` (PF_KTHREAD: kernel threads are not a workload's stall).
     pub task_flags: u32,
+    /// Offset of `mem_cgroup.memory.usage` (pages charged), u32::MAX where unresolved.
+    pub memcg_usage: u32,
+    pub _reserved: u32,
 }

@@ -6,14 +6,9 @@ use aya_ebpf::{
     macros::{fentry, fexit},
     programs::{FEntryContext, FExitContext},
 };
-use memstall_common::StallKind;
+use memstall_common::{COMPACT_PARAMS, StallKind};
 
 use crate::stall::{Args, begin, discard, end};
-
-/// Which argument of the fexit program holds the return value (enum compact_result): the
-/// function's parameter count, from BTF.
-#[unsafe(no_mangle)]
-static COMPACT_RESULT_ARG: Global<u32> = Global::new(6);
 
 /// enum compact_result's COMPACT_SKIPPED, from BTF: compaction did not run (no suitable
 /// zone, too little free memory to migrate into); the kernel does not count it as a
@@ -35,7 +30,7 @@ pub fn compact_enter(ctx: FEntryContext) -> i32 {
 
 #[fexit(function = "try_to_compact_pages")]
 pub fn compact_exit(ctx: FExitContext) -> i32 {
-    let result = ctx.u64_arg(COMPACT_RESULT_ARG.load() as usize) as u32;
+    let result = ctx.u64_arg(COMPACT_PARAMS) as u32;
     if result == COMPACT_SKIPPED.load() {
         discard(StallKind::Compaction);
     } else {

@@ -5,6 +5,7 @@
 mod compaction;
 mod events;
 mod filter;
+mod kill;
 mod latency;
 mod memcg;
 mod oom;

@@ -2,19 +2,21 @@
 //! killer, once per chosen victim.
 use aya_ebpf::{
     Global,
+    bindings::BPF_F_USER_STACK,
     macros::{btf_tracepoint, fentry, map, tracepoint},
     maps::Array,
-    programs::{BtfTracePointContext, FEntryContext, TracePointContext},
+    programs::{BtfTracePointContext, FEntryContext, TracePointContext, tracing::StackIdContext},
 };
 use memstall_common::{
-    EventKind, KernelLayout, MarkVictimFormat, OomContextEvent, OomControlLayout, OomKillEvent,
-    TASK_COMM_LEN, oom_source,
+    EventKind, MarkVictimFormat, OomContextEvent, OomControlLayout, OomKillEvent, TASK_COMM_LEN,
+    oom_source,
 };
 
 use crate::{
     events::{EVENTS, count_drop, header},
     filter::{current_watched, task_watched},
-    task::{css_id, current_info, layout, read, task_info},
+    stall::STACKS,
+    task::{css_id, current_info, layout, memcg_usage_kb, pages_to_kb, read, task_info},
 };
 
 /// The classic record's field offsets; a map rather than a global because the loader only
@@ -32,13 +34,14 @@ fn emit(event: &OomKillEvent) {
     }
 }
 
-fn pages_to_kb(layout: &KernelLayout, pages: i64) -> u64 {
-    // The kernel's own report clamps negative per-CPU counter drift to zero.
-    if pages < 0 {
-        0
-    } else {
-        (pages as u64) << layout.page_kb_shift
-    }
+/// Kernel and user stacks of the current task: mark_victim runs in the context of the task
+/// whose allocation invoked the OOM killer.
+fn trigger_stacks(ctx: &impl StackIdContext) -> (i32, i32) {
+    (
+        ctx.get_stackid(&STACKS, 0).map_or(-1, |id| id as i32),
+        ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64)
+            .map_or(-1, |id| id as i32),
+    )
 }
 
 /// tp_btf: the first argument is the victim's task_struct (kernels since 6.8; the loader checks
@@ -54,6 +57,7 @@ pub fn oom_mark_victim_btf(ctx: BtfTracePointContext) -> i32 {
     let signal: u64 = read(victim, layout.task_signal).unwrap_or(0);
     let cred: u64 = read(victim, layout.task_real_cred).unwrap_or(0);
     let counter = |offset: u32| pages_to_kb(&layout, read::<i64>(mm, offset).unwrap_or(0));
+    let (kernel_stack, user_stack) = trigger_stacks(&ctx);
     let event = OomKillEvent {
         header: header(EventKind::OomKill),
         trigger: current_info(&layout),
@@ -70,7 +74,10 @@ pub fn oom_mark_victim_btf(ctx: BtfTracePointContext) -> i32 {
             .max(0) as u64
             >> 10,
         source: oom_source::BTF_TASK,
-        _reserved: 0,
+        trigger_kernel_stack_id: kernel_stack,
+        trigger_user_stack_id: user_stack,
+        _pad: 0,
+        victim_memcg_usage_kb: memcg_usage_kb(&layout, victim),
     };
     emit(&event);
     0
@@ -109,6 +116,7 @@ pub fn oom_mark_victim_tp(ctx: TracePointContext) -> i32 {
             .unwrap_or([0; TASK_COMM_LEN]);
     }
     let adj = small(MarkVictimFormat::OOM_SCORE_ADJ, format.oom_score_adj) as u16 as i16;
+    let (kernel_stack, user_stack) = trigger_stacks(&ctx);
     let event = OomKillEvent {
         header: header(EventKind::OomKill),
         trigger: current_info(&layout()),
@@ -126,7 +134,10 @@ pub fn oom_mark_victim_tp(ctx: TracePointContext) -> i32 {
         swap_entries: 0,
         pgtables_kb: field(MarkVictimFormat::PGTABLES, format.pgtables),
         source: oom_source::TRACEPOINT,
-        _reserved: 0,
+        trigger_kernel_stack_id: kernel_stack,
+        trigger_user_stack_id: user_stack,
+        _pad: 0,
+        victim_memcg_usage_kb: 0,
     };
     emit(&event);
     0

@@ -72,3 +72,27 @@ pub fn current_info(layout: &KernelLayout) -> TaskInfo {
         comm: aya_ebpf::helpers::bpf_get_current_comm().unwrap_or([0; TASK_COMM_LEN]),
     }
 }
+
+/// Page counts to kB; the kernel's own reports clamp negative per-CPU counter drift to zero.
+#[inline(always)]
+pub fn pages_to_kb(layout: &KernelLayout, pages: i64) -> u64 {
+    if pages < 0 {
+        0
+    } else {
+        (pages as u64) << layout.page_kb_shift
+    }
+}
+
+/// The task's memory cgroup usage in kB (its page_counter), 0 where unreadable.
+#[inline(always)]
+pub fn memcg_usage_kb(layout: &KernelLayout, task: u64) -> u64 {
+    if layout.valid == 0 || layout.memcg_usage == u32::MAX {
+        return 0;
+    }
+    let css = memcg_css(layout, task);
+    if css == 0 {
+        return 0;
+    }
+    let memcg = css - layout.memcg_css as u64;
+    pages_to_kb(layout, read::<i64>(memcg, layout.memcg_usage).unwrap_or(0))
+}

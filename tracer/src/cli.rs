@@ -10,9 +10,20 @@ use crate::{
     sink::soak::P99Limit,
 };
 
+/// `memstall --version`: the release, the commit it was built from and the SHA-256 of the
+/// eBPF object inside (both from build.rs), so a copied binary can be traced to its source.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("MEMSTALL_GIT_REVISION"),
+    ", eBPF object sha256 ",
+    env!("MEMSTALL_EBPF_SHA256"),
+    ")"
+);
+
 /// Which cgroup stalled on memory, for how long, and why the OOM killer picked its victim.
 #[derive(Debug, Parser)]
-#[command(name = "memstall", version, args_conflicts_with_subcommands = true)]
+#[command(name = "memstall", version = VERSION, args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -89,6 +100,11 @@ pub struct TraceArgs {
     /// 4 MiB, so it can be made to overflow.
     #[arg(long, value_name = "BYTES", hide = true, value_parser = parse_ring_bytes)]
     pub test_ring_bytes: Option<u32>,
+
+    /// For tests: read the kubelet's files (var/log/pods, var/log/containers,
+    /// var/lib/kubelet/pods) below DIR instead of /.
+    #[arg(long, value_name = "DIR", hide = true)]
+    pub test_k8s_root: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -110,6 +126,25 @@ pub enum Command {
     /// an HTML report. Exit 3 when a threshold is breached, each breach named on stderr.
     #[command(mut_arg("duration", |arg| arg.required(true)))]
     Soak(SoakArgs),
+
+    /// The man page or shell completions of this command line, on stdout (for packagers:
+    /// `cargo xtask dist` ships them).
+    #[command(hide = true, subcommand)]
+    Generate(Generate),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Generate {
+    /// memstall(1) in roff, or the page of one subcommand (memstall-serve(1): `man serve`).
+    Man {
+        #[arg(value_name = "SUBCOMMAND")]
+        subcommand: Option<String>,
+    },
+    /// A completion script for SHELL.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -117,6 +152,11 @@ pub struct SoakArgs {
     /// Most OOM kills allowed in the watched cgroups.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub max_oom_kills: u64,
+
+    /// Most OOM risk warnings allowed in the watched cgroups (0: fail when any cgroup came
+    /// near its limit, before the night it crosses it). Unset: not checked.
+    #[arg(long, value_name = "N")]
+    pub max_oom_risk: Option<u64>,
 
     /// Highest p99 over the run allowed for a stall kind, in milliseconds (memcg_reclaim=500).
     /// Repeatable.

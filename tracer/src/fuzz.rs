@@ -45,7 +45,10 @@ pub fn ring_record(data: &[u8]) {
         ));
     }
     PIPELINE.with(|pipeline| {
-        let _ = pipeline.borrow_mut().record(data);
+        let mut pipeline = pipeline.borrow_mut();
+        let _ = pipeline.record(data);
+        // Held kills, their aftermath and the OOM risk sampler run on time, not on records.
+        let _ = pipeline.tick();
     });
 }
 

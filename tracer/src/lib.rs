@@ -26,6 +26,8 @@ mod pipeline;
 mod ringbuf;
 mod sink;
 mod term;
+#[cfg(test)]
+mod testing;
 
 pub use cmd::main;
 

@@ -22,7 +22,12 @@ pub trait Consumer {
     fn interval(&mut self, counters: KernelCounters) -> Result<()>;
     /// Watched cgroup `relative` was removed (its events drained); false when none is left.
     fn cgroup_removed(&mut self, relative: &str) -> Result<bool>;
+    /// Called every [`TICK`]: work that waits on time rather than records.
+    fn tick(&mut self) -> Result<()>;
 }
+
+/// How often the consumer's time-driven work runs (a kill's aftermath, OOM risk sampling).
+pub const TICK: Duration = Duration::from_millis(50);
 
 /// A watched cgroup's directory, checked every second.
 pub struct WatchedDir {
@@ -65,6 +70,8 @@ pub async fn run<C: Consumer>(
     let period = interval.unwrap_or(Duration::MAX / 4);
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     let mut presence = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     on_ready();
 
     loop {
@@ -73,6 +80,10 @@ pub async fn run<C: Consumer>(
                 let mut guard = guard.context("waiting for events")?;
                 drain(guard.get_inner_mut(), &mut consumer)?;
                 guard.clear_ready();
+            }
+            _ = tick.tick() => {
+                drain(ring.get_mut(), &mut consumer)?;
+                consumer.tick()?;
             }
             _ = ticks.tick(), if interval.is_some() => {
                 drain(ring.get_mut(), &mut consumer)?;

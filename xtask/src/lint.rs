@@ -37,6 +37,7 @@ pub fn lint() -> Result<()> {
 const STAGES: &[(&str, u8)] = &[
     ("error", 0),
     ("term", 0),
+    ("testing", 0),
     ("clock", 0),
     ("event", 0),
     ("EBPF_OBJECT", 0),

@@ -1,14 +1,20 @@
-//! Developer tasks: `cargo xtask setup | build | run -- ARGS | test | vmtest`.
+//! Developer tasks: `cargo xtask setup | build | run -- ARGS | test | vmtest | dist | image`.
 mod bench;
+mod dist;
 mod fuzz;
+mod image;
 mod lint;
+mod musl;
 mod setup;
+mod tally;
 mod vmtest;
 
 use std::{
     ffi::OsString,
+    fs,
+    io::{BufRead as _, BufReader, Write as _},
     path::{Path, PathBuf},
-    process::{Command, ExitCode},
+    process::{Command, ExitCode, Stdio},
 };
 
 use anyhow::{Context as _, Result, bail};
@@ -56,6 +62,22 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// Set up, build a static (musl) memstall and pack target/dist/memstall-VERSION-…tar.gz
+    /// (binary, man pages, completions, README, deploy/, SHA256SUMS), then check the archive:
+    /// sums, static, --version, `memstall doctor` with no toolchain on PATH (as root), docs.
+    Dist {
+        /// Pack an unoptimized build (…-debug.tar.gz): checked the same, built in seconds.
+        #[arg(long)]
+        debug: bool,
+    },
+    /// `dist`, then an OCI image archive of deploy/Containerfile holding its binary, built
+    /// without a daemon (buildah), target/dist/memstall-VERSION-oci.tar; checked with skopeo
+    /// and by running `memstall doctor` from the image's layer (as root).
+    Image {
+        /// From the unoptimized build of `dist --debug`.
+        #[arg(long)]
+        debug: bool,
+    },
     /// Set up, then run the integration tests in QEMU VMs on Debian kernels (pure cgroup v2).
     Vmtest {
         /// Kernel series, comma-separated.
@@ -102,6 +124,51 @@ fn build(release: bool) -> Result<PathBuf> {
         .join("memstall"))
 }
 
+fn profile(debug: bool) -> dist::Profile {
+    if debug {
+        dist::Profile::Debug
+    } else {
+        dist::Profile::Release
+    }
+}
+
+/// Runs the tests with a fresh skip log, passing their output through, then prints the
+/// tally (skips apart from the passes) and the list of skips.
+fn run_counting_skips(test: &mut Command) -> Result<()> {
+    let skip_log = workspace_root().join("target").join("test-skips.log");
+    fs::create_dir_all(skip_log.parent().context("target dir")?)?;
+    fs::write(&skip_log, "").with_context(|| format!("creating {}", skip_log.display()))?;
+    let mut child = test
+        .env("MEMSTALL_SKIP_LOG", &skip_log)
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {test:?}"))?;
+    let mut output = String::new();
+    let stdout = child.stdout.take().context("test stdout")?;
+    let mut out = std::io::stdout().lock();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading the test output")?;
+        writeln!(out, "{line}")?;
+        output.push_str(&line);
+        output.push('\n');
+    }
+    drop(out);
+    let status = child.wait()?;
+    let skips = fs::read_to_string(&skip_log).unwrap_or_default();
+    let tally = tally::tally(&output, &skips);
+    if !tally.skipped.is_empty() {
+        println!("xtask: skipped tests (not counted as passed):");
+        for skip in &tally.skipped {
+            println!("    {skip}");
+        }
+    }
+    println!("xtask: test: {}", tally.line());
+    if !status.success() {
+        bail!("{test:?} failed: {status}");
+    }
+    Ok(())
+}
+
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
@@ -142,12 +209,22 @@ fn main() -> ExitCode {
             if std::env::var_os("RUST_TEST_THREADS").is_none() {
                 test.env("RUST_TEST_THREADS", "1");
             }
-            run(&mut test)?;
+            run_counting_skips(&mut test)?;
             // A filtered run is someone looking at a few tests: no fuzzing then.
             if args.is_empty() {
                 fuzz::fuzz(fuzz::DEFAULT_SECONDS)?;
             }
             Ok(())
+        }),
+        Task::Dist { debug } => setup::setup().and_then(|()| {
+            let dist = dist::dist(profile(debug))?;
+            dist::check(&dist)
+        }),
+        Task::Image { debug } => setup::setup().and_then(|()| {
+            let dist = dist::dist(profile(debug))?;
+            dist::check(&dist)?;
+            let archive = image::image(&dist)?;
+            image::check(&archive, &dist)
         }),
         Task::Vmtest { kernel } => setup::setup().and_then(|()| vmtest::vmtest(kernel.as_deref())),
     };

@@ -26,10 +26,14 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{cargo, run, setup::apt_ensure, workspace_root};
+use crate::{
+    musl::{self, strip},
+    run,
+    setup::apt_ensure,
+    workspace_root,
+};
 
 const DEFAULT_KERNELS: &str = "6.1,6.12";
-const MUSL: &str = "x86_64-unknown-linux-musl";
 const APT_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
@@ -41,42 +45,76 @@ const APT_PACKAGES: &[&str] = &[
     "e2fsprogs",
     "binutils",
 ];
-/// Modules of the integration-test binary (tests/tests/NAME.rs) and their extra libtest
-/// arguments. The global direct-reclaim test fills the guest's whole memory with page cache:
-/// far too slow under TCG. The guest sets MEMSTALL_EXPECT_FENTRY=1: these kernels allow
-/// trampolines, so the fentry hooks must attach.
-const TESTS: &[(&str, &str)] = &[
-    ("cli", ""),
-    ("oom_kill", ""),
-    ("oom_postmortem", ""),
-    ("reclaim", "--skip direct_reclaim"),
-    ("targeting", ""),
-    ("faults", ""),
-    ("fentry", ""),
-    ("doctor", ""),
-    ("untrusted", ""),
-    ("soak", "--skip renders_in_chromium"),
-    ("pressure", ""),
-    ("hardening", "--skip cgroup_churn"),
+/// Which of the run's kernels a module runs on. Modules whose behaviour depends on the kernel
+/// (which hooks attach, fentry, signal and OOM paths, pressure causes) run on each; those that
+/// test memstall's own logic on cgroup v2 run once, split between the oldest and the newest
+/// kernel so the two VMs take about as long (CI runs them one after the other, under TCG).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kernels {
+    Each,
+    Oldest,
+    Newest,
+}
+
+/// Modules of the integration-test binary (tests/tests/NAME.rs), the kernels they run on and
+/// their extra libtest arguments. The global direct-reclaim test fills the guest's whole
+/// memory with page cache: far too slow under TCG; the README check needs the source tree, not
+/// a kernel. The guest sets MEMSTALL_EXPECT_FENTRY=1: these kernels allow trampolines, so the
+/// fentry hooks must attach.
+const TESTS: &[(&str, Kernels, &str)] = &[
+    ("fentry", Kernels::Each, ""),
+    ("oom_kill", Kernels::Each, ""),
+    ("kills", Kernels::Each, ""),
+    ("pressure", Kernels::Each, ""),
+    ("faults", Kernels::Each, ""),
+    ("cli", Kernels::Oldest, ""),
+    ("oom_postmortem", Kernels::Oldest, ""),
+    ("targeting", Kernels::Oldest, ""),
+    ("threshold", Kernels::Oldest, ""),
+    ("doctor", Kernels::Oldest, ""),
+    ("untrusted", Kernels::Oldest, ""),
+    ("contract", Kernels::Newest, "--skip readme"),
+    ("oom_scores", Kernels::Newest, ""),
+    ("reclaim", Kernels::Newest, "--skip direct_reclaim"),
+    ("soak", Kernels::Newest, "--skip renders_in_chromium"),
+    ("stall_kinds", Kernels::Newest, ""),
 ];
 /// Modules left out, and why.
 const NOT_IN_VM: &[(&str, &str)] = &[
     ("prometheus", "needs Debian's prometheus server"),
+    ("dashboard", "needs Debian's prometheus server"),
     ("live", "needs tmux"),
+    (
+        "hardening",
+        "links, full disks and the exporter behave alike on every kernel; its 20 000-cgroup churn takes too long under TCG",
+    ),
 ];
 const INIT: &str = include_str!("../vm/init.sh");
+/// Counts the guest's results (skips apart from passes) and prints the marker.
+const TALLY: &str = include_str!("../vm/tally.sh");
 const MARKER: &str = "MEMSTALL-VMTEST-RESULT:";
 const DEFAULT_TIMEOUT_SECS: u64 = 1800;
 const DISK_BYTES: u64 = 1 << 30;
 
+/// The guest's last word: `passed=N skipped=S failed=M exit=E` (exit: the status of the last
+/// failing test binary).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Marker {
+    passed: u64,
+    skipped: u64,
+    failed: u64,
+    exit: i64,
+}
+
 /// What one VM run came to.
 #[derive(Default)]
 struct Outcome {
-    /// passed, failed, exit status of the last failing test binary (from the marker).
-    result: Option<(u64, u64, i64)>,
+    result: Option<Marker>,
     boot: Option<Duration>,
     tests: Option<Duration>,
     failed_tests: Vec<String>,
+    /// `module: test: reason` of each test that skipped.
+    skips: Vec<String>,
     /// Why there is no marker (timeout, QEMU's exit status).
     ended: String,
 }
@@ -95,7 +133,12 @@ pub fn vmtest(kernels: Option<&str>) -> Result<()> {
         .filter(|s| !s.is_empty())
         .map(|series| kernel::ensure(series, &cache))
         .collect::<Result<Vec<_>>>()?;
-    let payload = build_payload(&cache)?;
+    // MEMSTALL_VMTEST_ONLY=kills,pressure: those modules only (on the kernels they run on).
+    let only = std::env::var("MEMSTALL_VMTEST_ONLY").ok();
+    let only: Option<Vec<&str>> = only
+        .as_deref()
+        .map(|o| o.split(',').map(str::trim).collect());
+    let payload = build_payload(&cache, kernels.len(), only.as_deref())?;
     eprintln!(
         "vmtest: kernels and test binaries ready [{:.1} s]",
         started.elapsed().as_secs_f64()
@@ -109,13 +152,15 @@ pub fn vmtest(kernels: Option<&str>) -> Result<()> {
         );
 
     let mut failed = Vec::new();
-    let (mut tests_passed, mut tests_failed) = (0, 0);
-    for kernel in &kernels {
+    let mut all = Marker::default();
+    for (index, kernel) in kernels.iter().enumerate() {
         let name = kernel.version.trim_end_matches("-amd64");
         let log = cache.join(format!("{name}.log"));
-        let outcome = boot(kernel, &payload, &cache, &log, timeout)?;
-        if let Some((passed, failed, _)) = outcome.result {
-            (tests_passed, tests_failed) = (tests_passed + passed, tests_failed + failed);
+        let outcome = boot(kernel, index, &payload, &cache, &log, timeout)?;
+        if let Some(marker) = outcome.result {
+            all.passed += marker.passed;
+            all.skipped += marker.skipped;
+            all.failed += marker.failed;
         }
         if !outcome.report(name) {
             print_tail(&log, 40);
@@ -124,7 +169,10 @@ pub fn vmtest(kernels: Option<&str>) -> Result<()> {
     }
     eprintln!("vmtest: done [{:.1} s]", started.elapsed().as_secs_f64());
     // The closing line CI reads: all kernels' tests together.
-    println!("vmtest: {tests_passed} passed, {tests_failed} failed");
+    println!(
+        "vmtest: {} passed, {} skipped, {} failed",
+        all.passed, all.skipped, all.failed
+    );
     if !failed.is_empty() {
         bail!(
             "vmtest failed on {} (logs in {})",
@@ -136,29 +184,36 @@ pub fn vmtest(kernels: Option<&str>) -> Result<()> {
 }
 
 /// Builds the static test binaries and packs them with /init into target/vmtest/payload.cpio.
-fn build_payload(cache: &Path) -> Result<PathBuf> {
-    let installed = Command::new("rustup")
-        .args(["target", "list", "--installed"])
-        .output();
-    if !installed.is_ok_and(|out| {
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .any(|t| t == MUSL)
-    }) {
-        run(Command::new("rustup").args(["target", "add", MUSL]))?;
-    }
-    let tests = executables("test --no-run -p memstall-tests", "test")?;
-    let bins = executables(
-        "build -p memstall --bin memstall -p memstall-tests --bin memhog",
+fn build_payload(cache: &Path, kernels: usize, only: Option<&[&str]>) -> Result<PathBuf> {
+    musl::ensure_target()?;
+    let tests = musl::executables(
+        &musl::cargo_messages(&["test", "--no-run", "-p", "memstall-tests"])?,
+        "test",
+    );
+    let bins = musl::executables(
+        &musl::cargo_messages(&[
+            "build",
+            "-p",
+            "memstall",
+            "--bin",
+            "memstall",
+            "-p",
+            "memstall-tests",
+            "--bin",
+            "memhog",
+            "--bin",
+            "sigkill",
+        ])?,
         "bin",
-    )?;
+    );
     let root = cache.join("payload");
     let _ = fs::remove_dir_all(&root);
     fs::create_dir_all(root.join("memstall/deps"))?;
     fs::write(root.join("init"), INIT)?;
     fs::set_permissions(root.join("init"), fs::Permissions::from_mode(0o755))?;
-    // The tests find memhog at current_exe()/../../memhog and memstall through MEMSTALL_BIN.
-    for bin in ["memstall", "memhog"] {
+    fs::write(root.join("memstall/tally.sh"), TALLY)?;
+    // The tests find their helpers beside current_exe()/../.. and memstall through MEMSTALL_BIN.
+    for bin in ["memstall", "memhog", "sigkill"] {
         let (_, exe) = bins
             .iter()
             .find(|(name, _)| name == bin)
@@ -166,7 +221,7 @@ fn build_payload(cache: &Path) -> Result<PathBuf> {
         strip(exe, &root.join("memstall").join(bin))?;
     }
     for name in test_modules()? {
-        if !TESTS.iter().any(|(test, _)| *test == name) {
+        if !TESTS.iter().any(|(test, _, _)| *test == name) {
             let why = NOT_IN_VM.iter().find(|(test, _)| *test == name);
             let why = why.map_or("not in vmtest's TESTS", |(_, why)| why);
             eprintln!("vmtest: note: tests/tests/{name}.rs not run in the VMs ({why})");
@@ -182,12 +237,22 @@ fn build_payload(cache: &Path) -> Result<PathBuf> {
         .to_string_lossy()
         .into_owned();
     strip(exe, &root.join("memstall/deps").join(&file))?;
-    let mut list = String::new();
-    for (module, args) in TESTS {
-        // The module path is the libtest filter: `cli::` runs tests/tests/cli.rs.
-        writeln!(list, "{module} {file} {module}:: {args}")?;
+    // One list per kernel of the run (tests.INDEX), the guest told which is its own.
+    for index in 0..kernels {
+        let mut list = String::new();
+        for (module, on, args) in TESTS {
+            let runs_here = match on {
+                Kernels::Each => true,
+                Kernels::Oldest => index == 0,
+                Kernels::Newest => index + 1 == kernels,
+            };
+            if runs_here && only.is_none_or(|only| only.contains(module)) {
+                // The module path is the libtest filter: `cli::` runs tests/tests/cli.rs.
+                writeln!(list, "{module} {file} {module}:: {args}")?;
+            }
+        }
+        fs::write(root.join(format!("memstall/tests.{index}")), list)?;
     }
-    fs::write(root.join("memstall/tests"), list)?;
     let archive = cache.join("payload.cpio");
     kernel::cpio(&root, &archive)?;
     fs::remove_dir_all(&root)?;
@@ -205,42 +270,9 @@ fn test_modules() -> Result<Vec<String>> {
         .collect())
 }
 
-/// Runs cargo for the musl target with JSON messages; returns (target name, executable) of
-/// the artifacts of `kind`.
-fn executables(args: &str, kind: &str) -> Result<Vec<(String, PathBuf)>> {
-    let out = cargo()
-        .args(args.split(' '))
-        .args(["--target", MUSL, "--message-format=json-render-diagnostics"])
-        .stderr(Stdio::inherit())
-        .output()
-        .context("running cargo")?;
-    if !out.status.success() {
-        bail!("cargo {args} --target {MUSL} failed: {}", out.status);
-    }
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["kind"][0] == kind)
-        .filter_map(|m| {
-            Some((
-                m["target"]["name"].as_str()?.to_owned(),
-                m["executable"].as_str()?.into(),
-            ))
-        })
-        .collect())
-}
-
-/// Debug info makes the binaries ~50 MB each; the guest keeps them in RAM.
-fn strip(from: &Path, to: &Path) -> Result<()> {
-    run(Command::new("strip")
-        .arg("--strip-debug")
-        .arg("-o")
-        .arg(to)
-        .arg(from))
-}
-
 fn boot(
     kernel: &kernel::Kernel,
+    index: usize,
     payload: &Path,
     cache: &Path,
     log: &Path,
@@ -261,7 +293,7 @@ fn boot(
 
     // Unknown `key=value` parameters reach /init as environment variables.
     let append = format!(
-        "console=ttyS0 panic=-1 oops=panic cgroup_no_v1=all VMTEST_BINARY_TIMEOUT={}",
+        "console=ttyS0 panic=-1 oops=panic cgroup_no_v1=all VMTEST_BINARY_TIMEOUT={} VMTEST_LIST=/memstall/tests.{index}",
         timeout.as_secs() / 3
     );
     let machine = "-accel tcg,thread=multi -cpu max -m 1G -smp 2 -nodefaults -display none";
@@ -320,6 +352,9 @@ fn boot(
         };
         if let Some(message) = line.strip_prefix("vmtest: ") {
             eprintln!("vmtest {name}: {message}");
+            if let Some(skip) = message.strip_prefix("skipped ") {
+                outcome.skips.push(skip.to_owned());
+            }
             if line.starts_with("vmtest: init") && outcome.boot.is_none() {
                 outcome.boot = Some(started.elapsed());
             }
@@ -361,7 +396,13 @@ impl Outcome {
             |d: Option<Duration>| d.map_or("?".into(), |d| format!("{:.1}", d.as_secs_f64()));
         let tests = self.tests.map_or(0.0, |d| d.as_secs_f64());
         let times = format!("boot {} s, tests {tests:.0} s", secs(self.boot));
-        let Some((passed, failed, exit)) = self.result else {
+        let Some(Marker {
+            passed,
+            skipped,
+            failed,
+            exit,
+        }) = self.result
+        else {
             println!("vmtest {name}: no result ({}; {times})", self.ended);
             return false;
         };
@@ -370,7 +411,12 @@ impl Outcome {
         } else {
             format!(", exit {exit}")
         };
-        println!("vmtest {name}: {passed} passed, {failed} failed ({times}){exit_note}");
+        println!(
+            "vmtest {name}: {passed} passed, {skipped} skipped, {failed} failed ({times}){exit_note}"
+        );
+        for skip in &self.skips {
+            println!("    skipped {skip}");
+        }
         for test in &self.failed_tests {
             println!("    FAILED {test}");
         }
@@ -378,17 +424,18 @@ impl Outcome {
     }
 }
 
-/// `passed=N failed=M exit=E`
-fn parse_marker(rest: &str) -> Option<(u64, u64, i64)> {
+/// `passed=N skipped=S failed=M exit=E`
+fn parse_marker(rest: &str) -> Option<Marker> {
     let value = |key: &str| {
         rest.split_whitespace()
             .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse::<i64>().ok())
     };
-    Some((
-        value("passed")? as u64,
-        value("failed")? as u64,
-        value("exit")?,
-    ))
+    Some(Marker {
+        passed: value("passed")? as u64,
+        skipped: value("skipped")? as u64,
+        failed: value("failed")? as u64,
+        exit: value("exit")?,
+    })
 }
 
 fn print_tail(log: &Path, lines: usize) {
@@ -397,5 +444,83 @@ fn print_tail(log: &Path, lines: usize) {
     println!("---- last {lines} lines of {} ----", log.display());
     for line in &all[all.len().saturating_sub(lines)..] {
         println!("{line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A module neither run in the VMs nor excluded with a reason is a gap nobody sees.
+    #[test]
+    fn every_test_module_is_run_in_the_vms_or_excluded_with_a_reason() {
+        for module in test_modules().unwrap() {
+            assert!(
+                TESTS.iter().any(|(name, _, _)| *name == module)
+                    || NOT_IN_VM.iter().any(|(name, _)| *name == module),
+                "tests/tests/{module}.rs: add it to vmtest's TESTS, or to NOT_IN_VM with the reason"
+            );
+        }
+    }
+
+    /// The guest's tally on made-up results: a skipped test is no pass, a binary without a
+    /// result line is a failure.
+    #[test]
+    fn guest_tally_counts_skips_apart() {
+        let dir = std::env::temp_dir().join(format!("xtask-tally-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, text: &str| fs::write(dir.join(name), text).unwrap();
+        write(
+            "list",
+            "cli integration-x cli::\nreclaim integration-x reclaim:: --skip direct\nfentry integration-x fentry::\n",
+        );
+        write(
+            "out.cli",
+            "test cli::a ... ok\ntest cli::b ... ok\n\ntest result: ok. 2 passed; 0 failed\n",
+        );
+        write("rc.cli", "0\n");
+        write(
+            "out.reclaim",
+            "test reclaim::high ... ok\ntest reclaim::memcg ... ok\ntest reclaim::kswapd ... FAILED\n\nfailures:\n\ntest result: FAILED. 2 passed; 1 failed\n",
+        );
+        write("rc.reclaim", "101\n");
+        write(
+            "skips.reclaim",
+            "reclaim::high: memory.high is cgroup v2\nreclaim::high: and twice\nreclaim::kswapd: no kswapd here\n",
+        );
+        write("out.fentry", "thread 'main' panicked\n");
+        write("rc.fentry", "124\n");
+        let out = Command::new("sh")
+            .arg(workspace_root().join("xtask/vm/tally.sh"))
+            .arg(dir.join("list"))
+            .arg(&dir)
+            .output()
+            .unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}");
+        let marker = stdout
+            .lines()
+            .last()
+            .and_then(|l| l.split_once(MARKER))
+            .and_then(|(_, rest)| parse_marker(rest));
+        assert_eq!(
+            marker,
+            Some(Marker {
+                passed: 3,
+                skipped: 1,
+                failed: 2,
+                exit: 124
+            }),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("vmtest: skipped reclaim: reclaim::high: memory.high is cgroup v2"),
+            "{stdout}"
+        );
+        assert!(
+            !stdout.contains("skipped reclaim: reclaim::kswapd"),
+            "{stdout}"
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! Test workload: joins a cgroup, then fills memory of the kinds reclaim and the OOM killer
-//! treat differently (anonymous, page cache, tmpfs, SysV shm), touching every page.
+//! treat differently (anonymous, page cache, tmpfs, SysV shm), touching every page; or reads a
+//! mapped file whose page cache it dropped first (major faults).
 use std::{
     fs,
     io::{Read as _, Write as _},
@@ -37,6 +38,11 @@ struct Args {
     /// Allocate and touch MIB MiB of SysV shared memory (removed when the process exits).
     #[arg(long, value_name = "MIB", default_value_t = 0)]
     shm_mib: usize,
+    /// Keep the --shm-mib segment after exit, as a database's shared buffers outlive a killed
+    /// backend (the caller removes it: ipcrm, or shmctl IPC_RMID on the id in
+    /// /proc/sysvipc/shm).
+    #[arg(long)]
+    shm_keep: bool,
     /// Anonymous memory to allocate and touch, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 0)]
     anon_mib: usize,
@@ -61,6 +67,19 @@ struct Args {
     /// swapped out).
     #[arg(long, value_name = "N", default_value_t = 1)]
     passes: usize,
+    /// Map FILE (created with MIB MiB if missing), drop its page cache (fsync, then
+    /// POSIX_FADV_DONTNEED) and read every page through the mapping with MADV_RANDOM: one
+    /// major fault per page, no readahead.
+    #[arg(long, value_name = "FILE:MIB")]
+    map_file: Option<String>,
+    /// Allocate from a second thread (its tid printed first as `memhog: tid N`), so the task
+    /// that allocates is not the thread-group leader.
+    #[arg(long)]
+    in_thread: bool,
+    /// Print `memhog: faults minor=N major=M` before `memhog: done`: this process's faults
+    /// (getrusage) from joining the cgroup to the end of the work.
+    #[arg(long)]
+    report_faults: bool,
     /// Seconds to hold the memory before exiting.
     #[arg(long, default_value_t = 0.0)]
     hold_secs: f64,
@@ -177,6 +196,56 @@ fn set_comm(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// (minor, major) faults of this process so far.
+fn faults() -> (i64, i64) {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &raw mut usage) };
+    (usage.ru_minflt, usage.ru_majflt)
+}
+
+/// Reads every page of FILE through a mapping, its page cache dropped first.
+fn read_mapped(spec: &str) -> Result<()> {
+    let (path, mib) = split_spec(spec)?;
+    if fs::metadata(&path).map_or(0, |m| m.len() as usize) < mib * MIB {
+        fill_file(&path, mib, 0)?;
+    }
+    let file = fs::File::open(&path)?;
+    let len = mib * MIB;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+    // SAFETY: plain syscalls on our own fd; the mapping is read-only, never written, and
+    // unmapped at exit.
+    unsafe {
+        if libc::fsync(fd) != 0 || libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED) != 0 {
+            bail!("dropping the page cache of {}", path.display());
+        }
+        let ptr = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        );
+        if ptr == libc::MAP_FAILED {
+            bail!(
+                "mmap {}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            );
+        }
+        if libc::madvise(ptr, len, libc::MADV_RANDOM) != 0 {
+            bail!("madvise: {}", std::io::Error::last_os_error());
+        }
+        let mut sum = 0u64;
+        for offset in (0..len).step_by(4096) {
+            sum += u64::from(ptr.cast::<u8>().add(offset).read_volatile());
+        }
+        std::hint::black_box(sum);
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     if let Some(name) = &args.comm {
@@ -186,8 +255,27 @@ fn main() -> Result<()> {
         fs::write(cgroup.join("cgroup.procs"), std::process::id().to_string())
             .with_context(|| format!("joining {}", cgroup.display()))?;
     }
+    let faults_at_start = faults();
     if let Some(adj) = args.oom_score_adj {
         fs::write("/proc/self/oom_score_adj", adj.to_string()).context("setting oom_score_adj")?;
+    }
+    if args.in_thread {
+        let worker = thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            println!("memhog: tid {}", unsafe { libc::gettid() });
+            std::io::stdout().flush()?;
+            work(&args, faults_at_start)
+        });
+        return worker
+            .join()
+            .map_err(|_| anyhow::anyhow!("worker panicked"))?;
+    }
+    work(&args, faults_at_start)
+}
+
+fn work(args: &Args, faults_at_start: (i64, i64)) -> Result<()> {
+    if let Some(spec) = &args.map_file {
+        read_mapped(spec)?;
     }
     if let Some(spec) = &args.page_cache {
         let (path, mib) = split_spec(spec)?;
@@ -207,14 +295,17 @@ fn main() -> Result<()> {
     }
     if args.shm_mib > 0 {
         let len = args.shm_mib * MIB;
-        // SAFETY: plain SysV calls; the segment is marked for removal right after attaching.
+        // SAFETY: plain SysV calls; the segment is marked for removal right after attaching
+        // unless the caller keeps it.
         unsafe {
             let id = libc::shmget(libc::IPC_PRIVATE, len, libc::IPC_CREAT | 0o600);
             if id < 0 {
                 bail!("shmget: {}", std::io::Error::last_os_error());
             }
             let addr = libc::shmat(id, std::ptr::null(), 0);
-            libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut());
+            if !args.shm_keep {
+                libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut());
+            }
             if addr as isize == -1 {
                 bail!("shmat: {}", std::io::Error::last_os_error());
             }
@@ -281,7 +372,16 @@ fn main() -> Result<()> {
             touch(ptr.cast(), len);
         }
     }
+    if args.report_faults {
+        let (minor, major) = faults();
+        println!(
+            "memhog: faults minor={} major={}",
+            minor - faults_at_start.0,
+            major - faults_at_start.1
+        );
+    }
     println!("memhog: done");
+    std::io::stdout().flush()?;
     thread::sleep(Duration::from_secs_f64(args.hold_secs));
     Ok(())
 }

@@ -4,11 +4,16 @@ pub mod counters;
 pub mod kswapd;
 pub mod latency;
 pub mod memory_stat;
+pub mod oom_risk;
 pub mod pressure;
 pub mod psi;
 pub mod stalls;
 
+use std::collections::HashMap;
+
 use serde::Serialize;
+
+use crate::event::Labels;
 
 pub use counters::{FaultRow, FaultSource, MemcgPages};
 pub use kswapd::KswapdActivity;
@@ -63,4 +68,19 @@ pub struct Summary {
     pub pressure: Vec<PressureRow>,
     /// Events the kernel could not queue since start (ring buffer full), where known.
     pub dropped: Option<u64>,
+    /// Container and Kubernetes names of the cgroups above that have any.
+    pub labels: HashMap<String, Labels>,
+}
+
+impl Summary {
+    /// Every cgroup path the summary names.
+    pub fn cgroups(&self) -> impl Iterator<Item = &str> {
+        self.rows
+            .iter()
+            .map(|r| r.cgroup.as_str())
+            .chain(self.kswapd_wakeups.iter().map(|(c, _)| c.as_str()))
+            .chain(self.memcg_pages.iter().map(|p| p.cgroup.as_str()))
+            .chain(self.faults.iter().map(|f| f.cgroup.as_str()))
+            .chain(self.latency.iter().map(|l| l.cgroup.as_str()))
+    }
 }

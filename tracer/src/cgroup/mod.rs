@@ -1,6 +1,7 @@
 //! Memory cgroups: where the memory hierarchy is mounted (v1 or v2), the path of a memcg id, and
 //! which cgroups the user asked to watch.
 mod filter;
+pub mod memory;
 mod proc;
 mod resolver;
 mod target;

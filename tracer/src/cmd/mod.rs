@@ -1,5 +1,6 @@
 //! The `memstall` command: parse, dispatch, and the one place an outcome becomes an exit code.
 mod doctor;
+mod generate;
 mod oom;
 mod trace;
 
@@ -36,6 +37,7 @@ pub fn main() -> ExitCode {
         Some(Command::Doctor(args)) => doctor::run(args),
         Some(Command::Serve(args)) => trace::run(&args.trace, trace::Mode::Serve(args.listen)),
         Some(Command::Soak(args)) => trace::run(&args.trace, trace::Mode::Soak(args)),
+        Some(Command::Generate(what)) => generate::run(what),
         None => trace::run(&cli.trace, trace::Mode::Trace),
     };
     exit_code(result)

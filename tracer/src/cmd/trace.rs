@@ -18,7 +18,7 @@ use crate::{
     cgroup::{CgroupResolver, CgroupVersion, MemoryHierarchy, Target},
     cli::{SoakArgs, TraceArgs},
     decode::DecodeContext,
-    enrich::{Enricher, k8s, postmortem::PostMortem},
+    enrich::{Enricher, k8s::KubeletRoots, postmortem::PostMortem},
     error::UserError,
     kernel::{KernelInfo, LoadOptions, Tracer, attach::Hook, maps, preflight},
     pipeline::{Pipeline, Sink},
@@ -54,13 +54,20 @@ pub fn run(args: &TraceArgs, mode: Mode) -> Result<()> {
     preflight::check_btf(&args.btf)?;
     let faults = fault_source(args, &hierarchy, &targets);
     let (mut tracer, sources) = load(args, faults, &hierarchy, &targets)?;
+    // The ready line says where faults are really counted: without the kernel hook, ebpf
+    // (asked for, or chosen by auto) falls back to memory.stat.
+    let faults = match faults {
+        FaultSource::Ebpf if !sources.kernel_faults => FaultSource::MemoryStat,
+        chosen => chosen,
+    };
     if let Some(exporter) = &outputs.exporter {
         exporter.hooks(&tracer.hooks);
     }
     let mut decoder = DecodeContext::new();
     decoder.stack_map = Some(maps::take_stacks(&mut tracer.ebpf)?);
     let enricher = Enricher::new(CgroupResolver::new(&hierarchy.root), hierarchy.version)
-        .with_postmortem(PostMortem::new(&hierarchy, true));
+        .with_postmortem(PostMortem::new(&hierarchy, true))
+        .with_kubelet(kubelet_roots(args));
     let filter = super::filter_for(&targets, !args.no_descendants);
     let mut pipeline = Pipeline::new(
         decoder,
@@ -183,6 +190,7 @@ fn soak_config(args: &SoakArgs) -> SoakConfig {
     SoakConfig {
         limits: Limits {
             max_oom_kills: args.max_oom_kills,
+            max_oom_risk: args.max_oom_risk,
             max_p99: args.max_p99.clone(),
             max_stall_per_minute_ms: args.max_stall_per_minute,
             max_growth_mib_per_hour: args.max_growth_per_hour,
@@ -239,12 +247,13 @@ fn load(
     targets: &[Target],
 ) -> Result<(Tracer, CounterSources)> {
     let kernel = KernelInfo::read(&args.btf, args.force_tracepoints)?;
-    if targets.iter().any(|t| t.relative.contains("kubepods"))
-        && !k8s::Labeler::new(k8s::KUBELET_PODS).has_pod_names()
-    {
+    let kubelet = kubelet_roots(args);
+    if targets.iter().any(|t| t.relative.contains("kubepods")) && !kubelet.any_present() {
         term::say(format_args!(
-            "note: pod names unavailable (no kubelet pod directory at {}); events carry QoS class, pod uid and container id; namespaces and container names need the CRI, which memstall does not query",
-            k8s::KUBELET_PODS
+            "note: pod names unavailable (none of {}, {}, {} here); events carry QoS class, pod uid and container id",
+            kubelet.pod_logs.display(),
+            kubelet.container_logs.display(),
+            kubelet.pods.display()
         ));
     }
     let watched: Vec<u64> = targets.iter().map(|t| t.id).collect();
@@ -337,6 +346,13 @@ fn ready_line(
         hierarchy.root.display(),
         hooks.join(", ")
     )
+}
+
+/// Where the kubelet's files are: the node's own, or a test's tree.
+fn kubelet_roots(args: &TraceArgs) -> KubeletRoots {
+    args.test_k8s_root
+        .as_deref()
+        .map_or_else(KubeletRoots::default, KubeletRoots::under)
 }
 
 /// Returns freed heap to the kernel (glibc keeps it otherwise), so a long run's RSS is what it

@@ -1,5 +1,6 @@
 //! Ring-buffer records to events: the bytes decoded, boot times made wall-clock, comms made
 //! text and outlier stacks symbolized. Cgroups stay ids here; enrichment names them.
+mod kill;
 mod oom;
 mod stacks;
 mod stall;
@@ -13,7 +14,10 @@ pub use stacks::Symbolizer;
 #[cfg(feature = "fuzz")]
 pub use stacks::{parse_maps, user_frame};
 
-use crate::{clock::BootClock, event::Event};
+use crate::{
+    clock::BootClock,
+    event::{Event, KillMethod},
+};
 
 /// What decoding needs beyond the bytes.
 pub struct DecodeContext {
@@ -23,6 +27,7 @@ pub struct DecodeContext {
     pub symbolizer: Symbolizer,
     /// oom_control of kills in progress (fentry), by victim pid, until their OomKill arrives.
     oom_contexts: HashMap<u32, OomContextEvent>,
+    kernel_kills: kill::KernelKills,
 }
 
 impl Default for DecodeContext {
@@ -38,6 +43,7 @@ impl DecodeContext {
             stack_map: None,
             symbolizer: Symbolizer::default(),
             oom_contexts: HashMap::new(),
+            kernel_kills: kill::KernelKills::default(),
         }
     }
 
@@ -47,7 +53,16 @@ impl DecodeContext {
         Ok(match RawEvent::decode(bytes)? {
             RawEvent::OomKill(raw) => {
                 let context = self.oom_contexts.remove(&raw.victim.pid);
+                self.kernel_kills
+                    .oom_kill(raw.trigger.pid, raw.victim.tgid, raw.header.boot_ns);
                 Some(Event::OomKill(Box::new(oom::decode(&raw, context, self))))
+            }
+            RawEvent::Kill(raw) => {
+                let method = match kill::method(&raw) {
+                    KillMethod::Kernel => self.kernel_kills.arrived(&raw),
+                    other => Some(other),
+                };
+                method.map(|m| Event::Kill(Box::new(kill::decode(&raw, m, self))))
             }
             RawEvent::Stall(raw) => stall::decode(&raw, self).map(Event::Stall),
             RawEvent::OomContext(raw) => {
@@ -59,6 +74,16 @@ impl DecodeContext {
                 None
             }
         })
+    }
+
+    /// Kernel SIGKILLs that no OOM kill claimed within [`kill::HOLD_NS`] (all of them when
+    /// `now_boot_ns` is u64::MAX, at the end of a run).
+    pub fn unclaimed_kills(&mut self, now_boot_ns: u64) -> Vec<Event> {
+        self.kernel_kills
+            .expired(now_boot_ns)
+            .iter()
+            .map(|raw| Event::Kill(Box::new(kill::decode(raw, KillMethod::Kernel, self))))
+            .collect()
     }
 
     /// Kernel and user frames of stack ids captured with an outlier.

@@ -3,14 +3,19 @@
 use memstall_common::{OomContextEvent, OomKillEvent, comm_str, oom_source};
 
 use super::DecodeContext;
-use crate::event::{KillSource, OomControl, OomKill};
+use crate::event::{KillSource, Killer, OomControl, OomKill};
 
 pub fn decode(
     raw: &OomKillEvent,
     context: Option<OomContextEvent>,
-    ctx: &DecodeContext,
+    ctx: &mut DecodeContext,
 ) -> OomKill {
     let from_task = raw.source == oom_source::BTF_TASK;
+    let (trigger_kernel_stack, trigger_user_stack) = ctx.stacks(
+        raw.trigger_kernel_stack_id,
+        raw.trigger_user_stack_id,
+        raw.trigger.tgid,
+    );
     OomKill {
         time_ns: ctx.clock.unix_ns(raw.header.boot_ns),
         memcg_id: raw.trigger.memcg_id,
@@ -34,6 +39,10 @@ pub fn decode(
         } else {
             KillSource::Tracepoint
         },
+        killer: Killer::KernelOom,
+        trigger_kernel_stack,
+        trigger_user_stack,
+        victim_usage_kb: raw.victim_memcg_usage_kb,
         oom_control: context.map(|c| OomControl {
             constraint: c.constraint,
             memcg_id: c.memcg_id,

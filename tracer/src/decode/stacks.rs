@@ -87,6 +87,23 @@ impl Symbolizer {
         frames.into_iter().skip(ours).collect()
     }
 
+    /// Reads the mappings of `tgid` once, so a later stack of it can be named after it exits:
+    /// a task that stalls in reclaim is the likeliest to trigger an OOM kill and die of it
+    /// before its record is decoded.
+    pub fn remember_mappings(&mut self, tgid: u32) {
+        if tgid == 0 || self.mappings.contains_key(&tgid) {
+            return;
+        }
+        let maps = fs::read_to_string(format!("/proc/{tgid}/maps")).unwrap_or_default();
+        let mappings = parse_maps(&maps);
+        if !mappings.is_empty() {
+            if self.mappings.len() >= MAPPINGS_KEPT {
+                self.mappings.clear();
+            }
+            self.mappings.insert(tgid, mappings);
+        }
+    }
+
     /// User frames as `function+offset (file)` while the process still exists; `file+offset`
     /// where its files carry no symbols.
     pub fn user_stack(

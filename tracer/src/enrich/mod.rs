@@ -1,7 +1,9 @@
 //! What the kernel's records do not say, added to events: cgroup names and container labels,
 //! the OOM post-mortem (kernel log, scores, breakdown) and the reclaim effort before a kill.
+pub mod aftermath;
 pub mod k8s;
 pub mod kill;
+pub mod killer;
 pub mod kmsg;
 pub mod oom_score;
 pub mod postmortem;
@@ -9,12 +11,17 @@ pub mod recent_stalls;
 pub mod snapshot;
 
 use crate::{
-    cgroup::{CgroupResolver, CgroupVersion, is_within},
+    cgroup::{CgroupResolver, CgroupVersion, is_within, memory::CgroupMemory},
     clock::BootClock,
-    event::{Event, OomKill, Stall},
+    event::{Event, Kill, Labels, OomKill, Stall},
 };
 
-use self::{k8s::Labeler, postmortem::PostMortem, recent_stalls::RecentStalls};
+use self::{
+    aftermath::Aftermath,
+    k8s::{KubeletRoots, Labeler},
+    postmortem::PostMortem,
+    recent_stalls::RecentStalls,
+};
 
 /// Names and explanations for events, with the state that takes: the id → path map, the
 /// label cache, the kernel log cursor, the last seconds of stalls.
@@ -25,6 +32,7 @@ pub struct Enricher {
     /// Absent where events are fed from bytes in tests and benchmarks.
     postmortem: Option<PostMortem>,
     recent: RecentStalls,
+    aftermath: Aftermath,
 }
 
 impl Enricher {
@@ -32,9 +40,10 @@ impl Enricher {
         Self {
             cgroups,
             version,
-            labeler: Labeler::new(k8s::KUBELET_PODS),
+            labeler: Labeler::new(KubeletRoots::default()),
             postmortem: None,
             recent: RecentStalls::default(),
+            aftermath: Aftermath::default(),
         }
     }
 
@@ -47,6 +56,19 @@ impl Enricher {
     pub fn with_postmortem(mut self, postmortem: PostMortem) -> Self {
         self.postmortem = Some(postmortem);
         self
+    }
+
+    /// Names pods and containers from the kubelet's files under these roots (the node's own
+    /// by default).
+    #[must_use]
+    pub fn with_kubelet(mut self, roots: KubeletRoots) -> Self {
+        self.labeler = Labeler::new(roots);
+        self
+    }
+
+    /// Container and Kubernetes names of a cgroup path (cached).
+    pub fn labels(&mut self, cgroup: &str) -> Option<Labels> {
+        self.labeler.labels(cgroup)
     }
 
     /// Remembers a stall for the reclaim effort before a later kill.
@@ -67,7 +89,41 @@ impl Enricher {
         match event {
             Event::Stall(stall) => self.stall(stall),
             Event::OomKill(kill) => self.kill(kill),
+            Event::Kill(kill) => self.signal(kill),
+            Event::OomRisk(_) => {}
         }
+    }
+
+    /// A kill waits a second for what it freed; returns kills whose wait is over.
+    pub fn hold_kill(&mut self, event: Event) -> Vec<Event> {
+        let victim_cgroup = match &event {
+            Event::Kill(k) => k.cgroup.clone(),
+            Event::OomKill(k) => k.victim_cgroup.clone(),
+            _ => None,
+        };
+        let memory =
+            victim_cgroup.map(|c| CgroupMemory::new(self.cgroups.root(), &c, self.version));
+        self.aftermath.hold(event, memory)
+    }
+
+    /// Kills whose second is over.
+    pub fn kills_due(&mut self) -> Vec<Event> {
+        if self.aftermath.is_empty() {
+            return Vec::new();
+        }
+        self.aftermath.tick()
+    }
+
+    /// Every kill still waiting (the run ends).
+    pub fn kills_pending(&mut self) -> Vec<Event> {
+        self.aftermath.flush()
+    }
+
+    fn signal(&mut self, kill: &mut Kill) {
+        kill.cgroup = self.cgroups.path(kill.memcg_id);
+        kill.sender_cgroup = self.cgroups.path(kill.sender_memcg_id);
+        killer::attribute(kill, self.cgroups.root());
+        kill.labels = kill.cgroup.as_deref().and_then(|c| self.labeler.labels(c));
     }
 
     fn stall(&mut self, stall: &mut Stall) {

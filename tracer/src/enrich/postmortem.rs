@@ -2,24 +2,23 @@
 //! failed. Exact figures come from the kernel's own report in /dev/kmsg (printed just before
 //! oom/mark_victim fires); without it, from a snapshot of cgroupfs and /proc taken at once.
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::VecDeque,
     fs,
     path::{Path, PathBuf},
-    time::{Duration, Instant},
 };
 
 use super::{
-    kmsg::{KmsgCursor, OomReport, OomReportParser},
+    kmsg::{KmsgCursor, OomReport, OomReportParser, await_report},
     oom_score,
-    snapshot::{cgroup_pids, global_breakdown, meminfo_kb, snapshot_tasks},
+    snapshot::{global_breakdown, meminfo_kb, snapshot_tasks},
 };
+use crate::cgroup::memory::pids_in as cgroup_pids;
+pub use crate::cgroup::memory::{hierarchical, keyed};
 use crate::{
     cgroup::{CgroupVersion, MemoryHierarchy},
     event::{Explanation, OomControl, ReportSource},
 };
 
-/// How long to wait for the kernel's "Killed process" line after the eBPF event.
-const REPORT_WAIT: Duration = Duration::from_millis(300);
 const SCOREBOARD_LEN: usize = 10;
 
 pub struct PostMortem {
@@ -44,28 +43,6 @@ fn constraint_name(raw: &str) -> String {
 
 fn read_u64(path: &Path) -> Option<u64> {
     fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
-pub fn keyed(text: &str) -> BTreeMap<String, u64> {
-    text.lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once(' ')?;
-            Some((k.to_owned(), v.trim().parse().ok()?))
-        })
-        .collect()
-}
-
-/// v1 prints local and `total_` (hierarchical) items; the domain includes its children.
-pub fn hierarchical(stats: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
-    let totals: BTreeMap<String, u64> = stats
-        .iter()
-        .filter_map(|(k, v)| Some((k.strip_prefix("total_")?.to_owned(), *v)))
-        .collect();
-    if totals.is_empty() {
-        stats.clone()
-    } else {
-        totals
-    }
 }
 
 impl PostMortem {
@@ -93,36 +70,12 @@ impl PostMortem {
         }
     }
 
-    fn take_report(&mut self, victim_pid: u32) -> Option<OomReport> {
-        let matches = |r: &OomReport| {
-            r.victim_pid == Some(victim_pid)
-                || r.killed.as_ref().is_some_and(|k| k.pid == victim_pid)
-        };
-        let position = self.reports.iter().position(matches)?;
-        self.reports.remove(position)
-    }
-
-    /// The kernel's report for `victim_pid`, waiting briefly for its last line.
+    /// The kernel's report for `victim_pid`, once whole (see [`await_report`]).
     fn kernel_report(&mut self, victim_pid: u32) -> Option<OomReport> {
-        let started = Instant::now();
-        loop {
-            let records = self.kmsg.as_mut()?.poll().unwrap_or_default();
-            for record in &records {
-                self.reports.extend(self.parser.push(record));
-            }
-            while self.reports.len() > 16 {
-                self.reports.pop_front();
-            }
-            if let Some(report) = self.take_report(victim_pid) {
-                return Some(report);
-            }
-            if started.elapsed() >= REPORT_WAIT {
-                // The tail never came (rate-limited log?): use what there is.
-                self.reports.extend(self.parser.finish());
-                return self.take_report(victim_pid);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let kmsg = self.kmsg.as_mut()?;
+        await_report(&mut self.parser, &mut self.reports, victim_pid, || {
+            kmsg.poll().unwrap_or_default()
+        })
     }
 
     fn swap_total_pages(&self) -> u64 {
@@ -292,6 +245,8 @@ impl PostMortem {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     #[test]

@@ -1,6 +1,6 @@
 //! What /proc and cgroupfs say after the fact, for a kill whose kernel report was not read:
 //! the task table as close to the kernel's as /proc allows, and the machine's memory.
-use std::{fs, path::Path};
+use std::fs;
 
 use super::kmsg::OomTask;
 use crate::event::Breakdown;
@@ -36,20 +36,6 @@ pub fn global_breakdown() -> Breakdown {
             get("SwapTotal").saturating_sub(get("SwapFree")),
         ),
     ])
-}
-
-pub fn cgroup_pids(dir: &Path) -> Vec<u32> {
-    let mut pids: Vec<u32> = fs::read_to_string(dir.join("cgroup.procs"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect();
-    for child in fs::read_dir(dir).into_iter().flatten().flatten() {
-        if child.file_type().is_ok_and(|t| t.is_dir()) {
-            pids.extend(cgroup_pids(&child.path()));
-        }
-    }
-    pids
 }
 
 /// A task-table row from /proc, as close to the kernel's as /proc allows.

@@ -1,14 +1,18 @@
 //! The values that flow from decoding to the sinks: one [`Event`] per kernel record worth
 //! reporting. Plain data: this module imports no stage.
+mod kill;
 mod labels;
 mod oom;
+mod oom_risk;
 mod stall;
 
+pub use kill::{Confidence, Freed, Kill, KillMethod, Killer};
 pub use labels::Labels;
 pub use oom::{
     Breakdown, Candidate, Diagnosis, Explanation, KillSource, OomControl, OomKill, ReclaimBefore,
     ReportSource,
 };
+pub use oom_risk::{OomRisk, RiskReason};
 pub use stall::{Stall, ThrottleReason};
 
 use serde::{Serialize, Serializer};
@@ -21,6 +25,8 @@ use serde::{Serialize, Serializer};
 pub enum Event {
     OomKill(Box<OomKill>),
     Stall(Stall),
+    Kill(Box<Kill>),
+    OomRisk(Box<OomRisk>),
 }
 
 impl Event {
@@ -28,6 +34,8 @@ impl Event {
         match self {
             Event::OomKill(_) => "oom_kill",
             Event::Stall(stall) => stall.kind.name(),
+            Event::Kill(_) => "kill",
+            Event::OomRisk(_) => "oom_risk",
         }
     }
 
@@ -36,6 +44,8 @@ impl Event {
         match self {
             Event::OomKill(kill) => kill.cgroups().collect(),
             Event::Stall(stall) => stall.cgroup.as_deref().into_iter().collect(),
+            Event::Kill(kill) => kill.cgroup.as_deref().into_iter().collect(),
+            Event::OomRisk(risk) => vec![risk.cgroup.as_str()],
         }
     }
 }
@@ -55,6 +65,8 @@ impl Serialize for Event {
         match self {
             Event::OomKill(body) => Tagged { kind, body }.serialize(serializer),
             Event::Stall(body) => Tagged { kind, body }.serialize(serializer),
+            Event::Kill(body) => Tagged { kind, body }.serialize(serializer),
+            Event::OomRisk(body) => Tagged { kind, body }.serialize(serializer),
         }
     }
 }

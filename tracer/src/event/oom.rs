@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::Labels;
+use super::{Freed, Killer, Labels};
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct OomKill {
@@ -35,6 +35,16 @@ pub struct OomKill {
     pub oom_score_adj: i32,
     /// Which hook produced the record: `tp_btf`, `tracepoint` or `kernel_log`.
     pub source: KillSource,
+    /// Always `kernel_oom`: the same key as a `kill` record's, for whoever counts kills.
+    pub killer: Killer,
+    /// Where the trigger (`pid`) was when its allocation invoked the OOM killer.
+    pub trigger_kernel_stack: Vec<String>,
+    pub trigger_user_stack: Vec<String>,
+    /// The victim's memory cgroup usage when it was chosen (kB; 0 where unread).
+    #[serde(skip)]
+    pub victim_usage_kb: u64,
+    #[serde(flatten)]
+    pub freed: Freed,
     /// The kernel's own oom_control for the kill, where fentry on oom_kill_process gave it.
     #[serde(skip)]
     pub oom_control: Option<OomControl>,

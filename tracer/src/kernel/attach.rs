@@ -27,11 +27,12 @@ pub enum Hook {
     DirtyThrottle,
     Compaction,
     Swapin,
+    Kills,
 }
 
 impl Hook {
     #[cfg(test)]
-    pub const ALL: [Hook; 17] = [
+    pub const ALL: [Hook; 18] = [
         Self::OomKill,
         Self::OomContext,
         Self::DirectReclaim,
@@ -49,6 +50,7 @@ impl Hook {
         Self::DirtyThrottle,
         Self::Compaction,
         Self::Swapin,
+        Self::Kills,
     ];
 
     pub fn name(self) -> &'static str {
@@ -70,6 +72,7 @@ impl Hook {
             Self::DirtyThrottle => "dirty_throttle",
             Self::Compaction => "compaction",
             Self::Swapin => "swapin",
+            Self::Kills => "kills",
         }
     }
 }

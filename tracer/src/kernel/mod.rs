@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result};
 use aya::{Btf, Ebpf, EbpfLoader, Endianness};
 use memstall_common::{
-    FilterConfig, KernelLayout, KswapdTotals, MemcgItems, MemcgSlot, OomControlLayout,
+    COMPACT_PARAMS, FilterConfig, KernelLayout, KswapdTotals, MemcgItems, MemcgSlot,
+    OomControlLayout,
     names::{global, map},
 };
 
@@ -32,10 +33,9 @@ pub struct KernelInfo {
     pub oom_control_layout: OomControlLayout,
     /// Whether tp_btf oom/mark_victim passes the victim's task_struct.
     pub mark_victim_passes_task: Result<bool, String>,
-    /// try_to_compact_pages, where BTF has it, and its parameter count (the fexit's return
-    /// value slot); the swap-in read function (renamed in 6.6).
-    pub compaction_function: Option<&'static str>,
-    pub compact_result_arg: u32,
+    /// try_to_compact_pages, where BTF has it with the parameters the fexit program expects
+    /// (else why not); the swap-in read function (renamed in 6.6).
+    pub compaction_function: Result<&'static str, String>,
     pub compact_skipped: u32,
     pub swapin_function: Option<&'static str>,
     /// The user asked for classic tracepoints only (`--force-tracepoints`).
@@ -69,8 +69,13 @@ impl KernelInfo {
             memcg_items,
             oom_control_layout,
             mark_victim_passes_task,
-            compaction_function: compact_args.map(|_| "try_to_compact_pages"),
-            compact_result_arg: compact_args.unwrap_or(6),
+            compaction_function: match compact_args.map(|n| n as usize) {
+                Some(COMPACT_PARAMS) => Ok("try_to_compact_pages"),
+                Some(n) => Err(format!(
+                    "try_to_compact_pages has {n} parameters here, this build reads the result after {COMPACT_PARAMS}"
+                )),
+                None => Err("no try_to_compact_pages in BTF".to_owned()),
+            },
             compact_skipped,
             swapin_function,
             force_tracepoints,
@@ -178,7 +183,6 @@ impl Tracer {
             .override_global(global::MEMCG_ITEMS, &memcg_items, true)
             .override_global(global::FILTER, &filter, true)
             .override_global(global::OOM_CONTROL_LAYOUT, &kernel.oom_control_layout, true)
-            .override_global(global::COMPACT_RESULT_ARG, &kernel.compact_result_arg, true)
             .override_global(global::COMPACT_SKIPPED, &kernel.compact_skipped, true)
             .load(object)
             .context("loading the eBPF object")?;
@@ -187,7 +191,10 @@ impl Tracer {
         maps::watch(&mut ebpf, watched).context("filling the cgroup filter")?;
         let btf = Btf::parse_file(&kernel.btf_path, Endianness::default())
             .with_context(|| format!("parsing BTF {}", kernel.btf_path.display()))?;
-        let mut hooks = vec![hooks::oom::attach(&mut ebpf, kernel, &btf)];
+        let mut hooks = vec![
+            hooks::oom::attach(&mut ebpf, kernel, &btf),
+            hooks::kill::attach(&mut ebpf, kernel, &btf),
+        ];
         hooks.extend(hooks::reclaim::attach(&mut ebpf, kernel, &btf));
         if memcg_events {
             hooks.push(hooks::memcg::attach(&mut ebpf, kernel, &btf));
@@ -274,7 +281,7 @@ mod tests {
     #[test]
     fn missing_hooks_fail_with_a_named_reason() {
         if !privileged() {
-            eprintln!("skipped: needs root and kernel BTF");
+            crate::testing::skip("needs root and kernel BTF");
             return;
         }
         let btf = Btf::parse_file(VMLINUX_BTF, Endianness::default()).unwrap();

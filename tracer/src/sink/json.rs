@@ -8,7 +8,7 @@ use crate::{
     aggregate::{
         FaultRow, KswapdActivity, LatencyRow, MemcgPages, PressureRow, Scope, Summary, SummaryRow,
     },
-    event::Event,
+    event::{Event, Labels},
     pipeline::{RunSummary, Sink},
 };
 
@@ -54,6 +54,9 @@ struct SummaryLine<'a> {
     period: &'a Period,
     #[serde(flatten)]
     row: &'a SummaryRow,
+    /// The cgroup's container and Kubernetes names, when it has any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    labels: Option<&'a Labels>,
 }
 
 #[derive(Serialize)]
@@ -81,6 +84,9 @@ struct MemcgPagesLine<'a> {
     period: &'a Period,
     #[serde(flatten)]
     pages: &'a MemcgPages,
+    /// The cgroup's container and Kubernetes names, when it has any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    labels: Option<&'a Labels>,
 }
 
 #[derive(Serialize)]
@@ -90,6 +96,9 @@ struct FaultsLine<'a> {
     period: &'a Period,
     #[serde(flatten)]
     faults: &'a FaultRow,
+    /// The cgroup's container and Kubernetes names, when it has any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    labels: Option<&'a Labels>,
 }
 
 #[derive(Serialize)]
@@ -99,6 +108,9 @@ struct PressureLine<'a> {
     period: &'a Period,
     #[serde(flatten)]
     pressure: &'a PressureRow,
+    /// The cgroup's container and Kubernetes names, when it has any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    labels: Option<&'a Labels>,
 }
 
 #[derive(Serialize)]
@@ -108,6 +120,9 @@ struct LatencyLine<'a> {
     period: &'a Period,
     #[serde(flatten)]
     latency: &'a LatencyRow,
+    /// The cgroup's container and Kubernetes names, when it has any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    labels: Option<&'a Labels>,
 }
 
 impl<W: Write> Sink for JsonSink<W> {
@@ -130,6 +145,7 @@ impl<W: Write> Sink for JsonSink<W> {
             self.line(&SummaryLine {
                 period: &period,
                 row,
+                labels: summary.labels.get(&row.cgroup),
             })?;
         }
         for (cgroup, count) in &summary.kswapd_wakeups {
@@ -149,24 +165,28 @@ impl<W: Write> Sink for JsonSink<W> {
             self.line(&MemcgPagesLine {
                 period: &period,
                 pages,
+                labels: summary.labels.get(&pages.cgroup),
             })?;
         }
         for pressure in &summary.pressure {
             self.line(&PressureLine {
                 period: &period,
                 pressure,
+                labels: summary.labels.get(&pressure.cgroup),
             })?;
         }
         for latency in &summary.latency {
             self.line(&LatencyLine {
                 period: &period,
                 latency,
+                labels: summary.labels.get(&latency.cgroup),
             })?;
         }
         for faults in &summary.faults {
             self.line(&FaultsLine {
                 period: &period,
                 faults,
+                labels: summary.labels.get(&faults.cgroup),
             })?;
         }
         self.out.flush().context("writing JSON")
@@ -281,6 +301,15 @@ mod tests {
                 ..Default::default()
             }],
             dropped: None,
+            labels: [(
+                "/svc".to_owned(),
+                Labels {
+                    namespace: Some("shop".into()),
+                    pod: Some("web-0".into()),
+                    ..Default::default()
+                },
+            )]
+            .into(),
         };
         let mut sink = JsonSink::new(Vec::new());
         sink.summary(&summary).unwrap();
@@ -302,6 +331,12 @@ mod tests {
             1
         );
         assert_eq!(row["scope"], "total");
+        assert_eq!(row["labels"]["namespace"], "shop");
+        assert_eq!(row["labels"]["pod"], "web-0");
+        for kind in ["memcg_pages", "pressure", "faults"] {
+            let line = lines.iter().find(|l| l["type"] == kind).unwrap();
+            assert_eq!(line["labels"]["pod"], "web-0", "{line}");
+        }
         assert_eq!(lines[1]["type"], "kswapd_wakeups");
         assert_eq!(lines[1]["count"], 3);
         assert_eq!(lines[2]["type"], "kswapd");

@@ -140,6 +140,11 @@ const HOOK_ROLES: &[(Hook, &str, &str)] = &[
     (Hook::Compaction, "direct compaction stalls", ""),
     (Hook::Swapin, "swap-in stalls", ""),
     (
+        Hook::Kills,
+        "who sent each SIGKILL (oomd, systemd-oomd, kubelet, cgroup.kill, kill -9)",
+        "",
+    ),
+    (
         Hook::ChargeLatency,
         "charge latency per cgroup",
         "--latency; runs on every charge",

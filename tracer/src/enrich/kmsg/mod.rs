@@ -8,9 +8,11 @@ mod oom_report;
 pub use oom_report::{OomReport, OomReportParser, OomTask, parse_reports};
 
 use std::{
+    collections::VecDeque,
     fs::File,
     io::{self, Read as _, Seek as _, SeekFrom},
     os::unix::fs::OpenOptionsExt as _,
+    time::{Duration, Instant},
 };
 
 use serde::Serialize;
@@ -115,6 +117,58 @@ impl KmsgCursor {
     /// All records logged since the last poll (possibly none).
     pub fn poll(&mut self) -> io::Result<Vec<KmsgRecord>> {
         drain(&mut self.file, &mut self.buf)
+    }
+}
+
+/// How long to wait for the kernel's report of a kill while none of it is in the log: the
+/// report is printed before the kill, so only a rate-limited one (just its "Killed process"
+/// line, printed right after the event) is worth a short wait.
+pub const REPORT_WAIT: Duration = Duration::from_millis(300);
+/// How long to wait for the end of a report that has begun: its "Killed process" line comes
+/// after the event, behind the rest of the report on a busy or slow console.
+pub const REPORT_TAIL_WAIT: Duration = Duration::from_secs(3);
+/// Reports kept for kills not yet asked about.
+const REPORTS_KEPT: usize = 16;
+
+fn take_report(reports: &mut VecDeque<OomReport>, victim_pid: u32) -> Option<OomReport> {
+    let matches = |r: &OomReport| {
+        r.victim_pid == Some(victim_pid) || r.killed.as_ref().is_some_and(|k| k.pid == victim_pid)
+    };
+    let position = reports.iter().position(matches)?;
+    reports.remove(position)
+}
+
+/// Reads the log (`poll`) until `victim_pid`'s report is whole, and returns as soon as it is:
+/// at most [`REPORT_WAIT`] while none of it is there, up to [`REPORT_TAIL_WAIT`] while a begun
+/// report still lacks its "Killed process" line. At the deadline, what there is.
+pub fn await_report(
+    parser: &mut OomReportParser,
+    reports: &mut VecDeque<OomReport>,
+    victim_pid: u32,
+    mut poll: impl FnMut() -> Vec<KmsgRecord>,
+) -> Option<OomReport> {
+    let started = Instant::now();
+    loop {
+        for record in &poll() {
+            reports.extend(parser.push(record));
+        }
+        while reports.len() > REPORTS_KEPT {
+            reports.pop_front();
+        }
+        if let Some(report) = take_report(reports, victim_pid) {
+            return Some(report);
+        }
+        let bound = if parser.in_report() {
+            REPORT_TAIL_WAIT
+        } else {
+            REPORT_WAIT
+        };
+        if started.elapsed() >= bound {
+            // The tail never came (rate-limited log?): use what there is.
+            reports.extend(parser.finish());
+            return take_report(reports, victim_pid);
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

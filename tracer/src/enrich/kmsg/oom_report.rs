@@ -101,6 +101,11 @@ impl OomReportParser {
         self.ready.pop_front()
     }
 
+    /// Whether a report has begun and not yet ended (its "Killed process" line is to come).
+    pub fn in_report(&self) -> bool {
+        self.current.is_some()
+    }
+
     /// What is left: reports not yet returned, then the unfinished one. Call until None.
     pub fn finish(&mut self) -> Option<OomReport> {
         self.ready

@@ -508,7 +508,7 @@ fn live_kmsg() {
     let records = match read_all() {
         Ok(records) => records,
         Err(e) => {
-            eprintln!("skipping: {DEV_KMSG}: {e}");
+            crate::testing::skip(&format!("cannot read {DEV_KMSG}: {e}"));
             return;
         }
     };
@@ -519,4 +519,69 @@ fn live_kmsg() {
     let mut cursor = KmsgCursor::at_end().expect("cursor");
     let last = records.last().map_or(0, |r| r.seq);
     assert!(cursor.poll().expect("poll").iter().all(|r| r.seq > last));
+}
+
+const HEAD: &str = "\
+memhog invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=0
+memory: usage 32768kB, limit 32768kB, failcnt 0
+Tasks state (memory values in pages):
+[  pid  ]   uid  tgid total_vm      rss rss_anon rss_file rss_shmem pgtables_bytes swapents oom_score_adj name
+[  25018]     0 25018    33926     9022     8224      798         0   114688        0             0 memhog
+oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,oom_memcg=/a,task_memcg=/a,task=memhog,pid=25018,uid=0";
+const KILLED: &str = "Memory cgroup out of memory: Killed process 25018 (memhog) total-vm:135704kB, anon-rss:32896kB, file-rss:3192kB, shmem-rss:0kB, UID:0 pgtables:112kB oom_score_adj:0";
+
+/// Waits for pid 25018's report in a log that holds `head` at once and `tail` from
+/// `tail_after` on: (the report, how long it took).
+fn wait(head: &str, tail: &str, tail_after: Duration) -> (Option<OomReport>, Duration) {
+    let started = Instant::now();
+    let (mut head, mut tail) = (Some(records(0, head)), Some(records(100, tail)));
+    let report = await_report(
+        &mut OomReportParser::new(),
+        &mut VecDeque::new(),
+        25018,
+        || {
+            let mut out = head.take().unwrap_or_default();
+            if started.elapsed() >= tail_after {
+                out.extend(tail.take().unwrap_or_default());
+            }
+            out
+        },
+    );
+    (report, started.elapsed())
+}
+
+#[test]
+fn a_begun_report_is_waited_for_past_the_short_bound() {
+    // The Killed line comes well after the short wait: the whole report still counts.
+    let (report, took) = wait(HEAD, KILLED, REPORT_WAIT * 3);
+    let report = report.expect("the report");
+    assert_eq!(report.killed.map(|k| k.total_vm_kb), Some(135704));
+    assert_eq!(report.tasks.len(), 1);
+    assert!(
+        took >= REPORT_WAIT * 3 && took < REPORT_TAIL_WAIT,
+        "{took:?}"
+    );
+}
+
+#[test]
+fn a_whole_report_returns_at_once_and_a_missing_one_after_the_short_bound() {
+    let (report, took) = wait(&format!("{HEAD}\n{KILLED}"), "", Duration::ZERO);
+    assert!(report.is_some_and(|r| r.killed.is_some()));
+    assert!(took < Duration::from_millis(100), "{took:?}");
+    // Nothing of this victim in the log: a snapshot it will be, after the short wait.
+    let (report, took) = wait("", "", Duration::ZERO);
+    assert!(report.is_none());
+    assert!(took >= REPORT_WAIT && took < REPORT_WAIT * 2, "{took:?}");
+    // A rate-limited report: the Killed line alone, a little after the event.
+    let (report, _) = wait("", KILLED, REPORT_WAIT / 3);
+    assert!(report.is_some_and(|r| r.killed.is_some() && r.tasks.is_empty()));
+}
+
+/// A report begun whose tail never comes: what there is, after the long bound.
+#[test]
+fn an_unfinished_report_is_used_at_the_long_bound() {
+    let (report, took) = wait(HEAD, "", Duration::MAX);
+    let report = report.expect("the unfinished report");
+    assert!(report.killed.is_none() && report.tasks.len() == 1);
+    assert!(took >= REPORT_TAIL_WAIT, "{took:?}");
 }

@@ -228,12 +228,25 @@ impl KernelBtf {
             page_kb_shift,
             memcg_css: self.offset_of("mem_cgroup", "css")?,
             css_parent: self.offset_of("cgroup_subsys_state", "parent")?,
-            _reserved: 0,
+            task_group_leader: self.offset_of("task_struct", "group_leader")?,
             task_in_iowait_bit: self.flag_bit("task_struct", "in_iowait"),
             task_in_memstall_bit: self.flag_bit("task_struct", "in_memstall"),
             shrinker_scan_objects: self.optional_offset("shrinker", "scan_objects"),
             task_flags: self.offset_of("task_struct", "flags")?,
+            memcg_usage: self.memcg_usage_offset(),
+            _reserved: 0,
         })
+    }
+
+    /// `mem_cgroup.memory.usage`: a page_counter's atomic count of charged pages.
+    fn memcg_usage_offset(&self) -> u32 {
+        match (
+            self.offset_of("mem_cgroup", "memory"),
+            self.offset_of("page_counter", "usage"),
+        ) {
+            (Ok(memory), Ok(usage)) => memory + usage,
+            _ => u32::MAX,
+        }
     }
 
     /// Item numbers of `enum vm_event_item` for the memcg counters; u32::MAX where missing.
@@ -302,7 +315,7 @@ mod tests {
     #[test]
     fn resolves_layout_from_running_kernel() {
         if !Path::new(VMLINUX_BTF).exists() {
-            eprintln!("skipped: no {VMLINUX_BTF}");
+            crate::testing::skip(&format!("no kernel BTF at {VMLINUX_BTF}"));
             return;
         }
         let btf = KernelBtf::open(Path::new(VMLINUX_BTF)).unwrap();
@@ -312,6 +325,7 @@ mod tests {
         assert!(layout.task_in_iowait_bit < layout.task_in_memstall_bit);
         assert!(layout.task_in_memstall_bit - layout.task_in_iowait_bit < 32);
         assert_ne!(layout.shrinker_scan_objects, u32::MAX);
+        assert_ne!(layout.memcg_usage, u32::MAX);
         assert_eq!(btf.parameter_count("try_to_compact_pages"), Some(6));
         assert_eq!(layout.page_kb_shift, 2);
         assert_eq!(

@@ -12,12 +12,12 @@ fn window(
     btf: &aya::Btf,
     hook: Hook,
     (enter, exit): (&str, &str),
-    function: Option<&str>,
+    function: Result<&str, String>,
     without: &str,
 ) -> HookStatus {
     let attached = match function {
-        None => Err("no such kernel function in BTF".to_owned()),
-        Some(function) => attach_fentry(ebpf, enter, function, btf)
+        Err(why) => Err(why),
+        Ok(function) => attach_fentry(ebpf, enter, function, btf)
             .and_then(|()| attach_fexit(ebpf, exit, function, btf))
             .map(|()| format!("fentry/fexit {function}"))
             .map_err(|e| format!("{e:#}")),
@@ -36,7 +36,7 @@ pub fn attach(ebpf: &mut aya::Ebpf, kernel: &KernelInfo, btf: &aya::Btf) -> Vec<
             btf,
             Hook::Compaction,
             (program::COMPACT_ENTER, program::COMPACT_EXIT),
-            kernel.compaction_function,
+            kernel.compaction_function.clone(),
             "no tracepoint marks the end of direct compaction: its stalls are not reported",
         ),
         window(
@@ -44,7 +44,9 @@ pub fn attach(ebpf: &mut aya::Ebpf, kernel: &KernelInfo, btf: &aya::Btf) -> Vec<
             btf,
             Hook::Swapin,
             (program::SWAPIN_ENTER, program::SWAPIN_EXIT),
-            kernel.swapin_function,
+            kernel
+                .swapin_function
+                .ok_or_else(|| "no swap-in read function in BTF".to_owned()),
             "no tracepoint marks a swap-in: its stalls are not reported",
         ),
     ]

@@ -1,5 +1,6 @@
 //! The attaching half of each hook family, one file per family like the kernel side's.
 pub mod compaction;
+pub mod kill;
 pub mod latency;
 pub mod memcg;
 pub mod oom;

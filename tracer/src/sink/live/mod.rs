@@ -3,7 +3,6 @@
 //! keys sort it and open a cgroup's histograms. It is a sink fed by interval summaries; a
 //! render thread owns the terminal so keys answer at once.
 use std::{
-    collections::BTreeMap,
     io,
     sync::{Arc, Mutex},
     thread,
@@ -22,129 +21,16 @@ use ratatui::{
 
 use crate::{
     aggregate::{Scope, Summary},
-    clock::format_unix_ns,
     event::Event,
     pipeline::{RunSummary, Sink},
     sink::Ms,
     term::{escape, escaped},
 };
 
-/// Bucket index k holds latencies in [2^k, 2^(k+1)) µs, as the summary rows' log2 buckets.
-const BUCKETS: usize = 40;
+mod state;
 
-#[derive(Clone, Debug, Default)]
-struct KindStats {
-    count: u64,
-    total_ns: u64,
-    buckets: Vec<u64>,
-}
-
-impl KindStats {
-    /// Upper bound of the bucket holding quantile `q`, in ns.
-    fn quantile_ns(&self, q: f64) -> u64 {
-        let target = ((self.count as f64) * q).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        for (k, n) in self.buckets.iter().enumerate() {
-            seen += n;
-            if seen >= target {
-                return ((1u64 << (k + 1)) - 1) * 1_000;
-            }
-        }
-        0
-    }
-}
-
-#[derive(Clone, Debug, Default)]
-struct CgroupRow {
-    kinds: BTreeMap<&'static str, KindStats>,
-    /// Time its tasks stalled, nested stalls once (the pressure rows' `stall_ns`).
-    stall_ns: u64,
-    faults_per_s: f64,
-    major_per_s: f64,
-    oom_kills: u64,
-}
-
-impl CgroupRow {
-    fn stalls(&self) -> u64 {
-        self.kinds.values().map(|k| k.count).sum()
-    }
-    fn worst_p99(&self) -> u64 {
-        self.kinds
-            .values()
-            .map(|k| k.quantile_ns(0.99))
-            .max()
-            .unwrap_or(0)
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SortKey {
-    StallTime,
-    Stalls,
-    P99,
-    Faults,
-    Name,
-}
-
-#[derive(Debug, Default)]
-struct State {
-    rows: BTreeMap<String, CgroupRow>,
-    last_oom: Option<String>,
-    /// The machine's kswapd in the last interval: is the node short of memory right now?
-    kswapd_awake_pct: f64,
-    intervals: u64,
-}
-
-impl State {
-    fn fold(&mut self, summary: &Summary) {
-        self.intervals += 1;
-        self.kswapd_awake_pct = summary
-            .kswapd
-            .as_ref()
-            .map_or(0.0, |k| k.awake_pct(summary.period_ns));
-        for row in &summary.rows {
-            let stats = self
-                .rows
-                .entry(row.cgroup.clone())
-                .or_default()
-                .kinds
-                .entry(row.kind)
-                .or_default();
-            stats.count += row.count;
-            stats.total_ns += row.total_ns;
-            stats.buckets.resize(BUCKETS, 0);
-            for (k, bucket) in row.buckets.iter().enumerate().take(BUCKETS) {
-                stats.buckets[k] += bucket.count;
-            }
-        }
-        for pressure in &summary.pressure {
-            let row = self.rows.entry(pressure.cgroup.clone()).or_default();
-            row.stall_ns = row.stall_ns.saturating_add(pressure.stall_ns);
-        }
-        for row in self.rows.values_mut() {
-            (row.faults_per_s, row.major_per_s) = (0.0, 0.0);
-        }
-        for f in &summary.faults {
-            let row = self.rows.entry(f.cgroup.clone()).or_default();
-            (row.faults_per_s, row.major_per_s) = (f.minor_per_s + f.major_per_s, f.major_per_s);
-        }
-    }
-
-    fn sorted(&self, key: SortKey) -> Vec<(&String, &CgroupRow)> {
-        let mut rows: Vec<_> = self.rows.iter().collect();
-        rows.sort_by(|(an, a), (bn, b)| {
-            match key {
-                SortKey::StallTime => b.stall_ns.cmp(&a.stall_ns),
-                SortKey::Stalls => b.stalls().cmp(&a.stalls()),
-                SortKey::P99 => b.worst_p99().cmp(&a.worst_p99()),
-                SortKey::Faults => b.faults_per_s.total_cmp(&a.faults_per_s),
-                SortKey::Name => an.cmp(bn),
-            }
-            .then_with(|| an.cmp(bn))
-        });
-        rows
-    }
-}
+pub use state::SortKey;
+use state::{CgroupRow, State};
 
 /// What the keyboard has chosen.
 struct View {
@@ -177,8 +63,9 @@ fn draw(frame: &mut Frame, state: &State, view: &mut View) {
                 view.sort
             )),
             Line::from(format!(
-                "kswapd (whole machine) awake {:.0} % of the last interval · last OOM kill: {last_oom}",
-                state.kswapd_awake_pct
+                "kswapd (whole machine) awake {:.0} % of the last interval · last OOM kill: {last_oom} · last other kill: {}",
+                state.kswapd_awake_pct,
+                state.last_kill.as_deref().unwrap_or("none seen")
             )),
         ]),
         header,
@@ -198,11 +85,18 @@ fn draw(frame: &mut Frame, state: &State, view: &mut View) {
             );
         }
     } else {
-        let mut header_cells = vec!["CGROUP".to_owned(), "STALL TIME".into()];
+        let mut header_cells = vec!["CGROUP (POD)".to_owned(), "STALL TIME".into()];
         header_cells.extend(KINDS.iter().map(|k| format!("{k} n/p99")));
-        header_cells.extend(["FAULTS/S".into(), "MAJOR/S".into(), "OOM".into()]);
+        header_cells.extend([
+            "FAULTS/S".into(),
+            "MAJOR/S".into(),
+            "OOM".into(),
+            "KILLS".into(),
+            "RISK".into(),
+        ]);
         let table_rows = rows.iter().map(|(name, row)| {
-            let mut cells = vec![escaped(name.as_str()), Ms(row.stall_ns).to_string()];
+            let shown = row.workload.as_deref().unwrap_or(name.as_str());
+            let mut cells = vec![escaped(shown), Ms(row.stall_ns).to_string()];
             cells.extend(KINDS.iter().map(|kind| match row.kinds.get(kind) {
                 Some(k) if k.count > 0 => format!("{} / <{}", k.count, Ms(k.quantile_ns(0.99) + 1)),
                 _ => "-".into(),
@@ -211,6 +105,8 @@ fn draw(frame: &mut Frame, state: &State, view: &mut View) {
                 format!("{:.0}", row.faults_per_s),
                 format!("{:.1}", row.major_per_s),
                 row.oom_kills.to_string(),
+                row.kills.to_string(),
+                row.risk.clone().unwrap_or_else(|| "-".into()),
             ]);
             Row::new(cells)
         });
@@ -220,6 +116,8 @@ fn draw(frame: &mut Frame, state: &State, view: &mut View) {
             Constraint::Length(9),
             Constraint::Length(8),
             Constraint::Length(4),
+            Constraint::Length(6),
+            Constraint::Length(16),
         ]);
         let table = Table::new(table_rows, widths)
             .header(Row::new(header_cells).style(Style::new().add_modifier(Modifier::BOLD)))
@@ -235,6 +133,9 @@ fn draw(frame: &mut Frame, state: &State, view: &mut View) {
 
 fn histograms(name: &str, row: &CgroupRow) -> Vec<Line<'static>> {
     let mut lines = vec![Line::from(escaped(name))];
+    if let Some(workload) = &row.workload {
+        lines.push(Line::from(format!("pod {}", escape(workload))));
+    }
     for (kind, stats) in &row.kinds {
         lines.push(Line::from(format!(
             "{kind}: {} stalls, {} total",
@@ -357,18 +258,7 @@ impl Drop for LiveSink {
 
 impl Sink for LiveSink {
     fn event(&mut self, event: &Event) -> Result<()> {
-        if let Event::OomKill(kill) = event {
-            let mut state = locked(&self.state);
-            let cgroup = kill.victim_cgroup.clone().unwrap_or_else(|| "?".into());
-            state.last_oom = Some(format!(
-                "{} {} pid {} in {}",
-                format_unix_ns(kill.time_ns),
-                escape(&kill.victim_comm),
-                kill.victim_pid,
-                escape(&cgroup)
-            ));
-            state.rows.entry(cgroup).or_default().oom_kills += 1;
-        }
+        locked(&self.state).event(event);
         Ok(())
     }
 

@@ -1,6 +1,7 @@
 //! Tests of live/mod.rs.
 use super::*;
 use crate::aggregate::{FaultRow, KswapdActivity, StallStats};
+use crate::event::Labels;
 use memstall_common::StallKind;
 
 fn summary(cgroup: &str, ns: &[u64], faults: f64) -> Summary {
@@ -133,4 +134,108 @@ fn hostile_names_are_drawn_escaped() {
             assert!(screen.contains("pwn\\x1b]0;t\\x07"), "{screen}");
         }
     }
+}
+
+fn risk(cgroup: &str, reason: crate::event::RiskReason, eta_s: Option<f64>) -> Event {
+    Event::OomRisk(Box::new(crate::event::OomRisk {
+        cgroup: cgroup.into(),
+        time_ns: 0,
+        eta_s,
+        headroom_kb: 2048,
+        reason,
+        usage_kb: 0,
+        limit_kb: 0,
+        reclaimable_kb: 0,
+        growth_kb_per_s: 0.0,
+        signals: Vec::new(),
+        next_victim_pid: None,
+        next_victim_comm: None,
+        next_victim_points: None,
+        next_victim_freeable_kb: None,
+        next_victim_shmem_kb: None,
+    }))
+}
+
+#[test]
+fn kills_and_oom_risk_have_their_columns() {
+    use crate::event::{Kill, Killer, RiskReason};
+    use ratatui::{Terminal, backend::TestBackend};
+    let mut state = State::default();
+    state.fold(&summary("/svc", &[3_000_000], 10.0));
+    state.event(&Event::Kill(Box::new(Kill {
+        cgroup: Some("/svc".into()),
+        comm: "worker".into(),
+        tgid: 42,
+        killer: Killer::Oomd,
+        sender_process: "oomd".into(),
+        ..Kill::default()
+    })));
+    state.event(&risk("/svc", RiskReason::Eta, Some(5.2)));
+    let mut terminal = Terminal::new(TestBackend::new(260, 8)).unwrap();
+    let mut view = View {
+        sort: SortKey::StallTime,
+        table: TableState::default(),
+        detail: false,
+    };
+    terminal.draw(|f| draw(f, &state, &mut view)).unwrap();
+    let screen = text(&terminal);
+    for want in [
+        "KILLS",
+        "RISK",
+        "OOM in 5 s",
+        "worker pid 42 in /svc by oomd (oomd)",
+    ] {
+        assert!(screen.contains(want), "{want} missing:\n{screen}");
+    }
+    assert_eq!(state.rows["/svc"].kills, 1);
+    state.event(&risk("/svc", RiskReason::Headroom, None));
+    assert_eq!(state.rows["/svc"].risk.as_deref(), Some("2048 kB left"));
+    state.event(&risk("/svc", RiskReason::Cleared, None));
+    assert_eq!(state.rows["/svc"].risk, None);
+}
+
+/// A pod's cgroup is shown by its names (namespace/pod/container), its path in the histogram
+/// view; the last OOM kill names the victim's pod.
+#[test]
+fn pod_cgroups_are_shown_by_name() {
+    use ratatui::{Terminal, backend::TestBackend};
+    let cgroup = "/kubepods/burstable/pod8d3a/0a1b2c3d4e5f";
+    let labels = Labels {
+        namespace: Some("shop".into()),
+        pod: Some("web-0".into()),
+        container: Some("nginx".into()),
+        ..Default::default()
+    };
+    let mut live = LiveSink::new();
+    live.done = true;
+    live.summary(&Summary {
+        labels: [(cgroup.to_owned(), labels.clone())].into(),
+        ..summary(cgroup, &[3_000_000], 1.0)
+    })
+    .unwrap();
+    live.event(&Event::OomKill(Box::new(crate::event::OomKill {
+        victim_comm: "hog".into(),
+        victim_cgroup: Some(cgroup.into()),
+        victim_labels: Some(labels),
+        ..Default::default()
+    })))
+    .unwrap();
+    let state = locked(&live.state);
+    let mut terminal = Terminal::new(TestBackend::new(220, 12)).unwrap();
+    let mut view = View {
+        sort: SortKey::StallTime,
+        table: TableState::default(),
+        detail: false,
+    };
+    terminal.draw(|f| draw(f, &state, &mut view)).unwrap();
+    let screen = text(&terminal);
+    assert_eq!(screen.matches("shop/web-0/nginx").count(), 2, "{screen}");
+    assert!(!screen.contains("pod8d3a"), "{screen}");
+    view.detail = true;
+    terminal.draw(|f| draw(f, &state, &mut view)).unwrap();
+    let screen = text(&terminal);
+    assert!(
+        screen.contains(cgroup) && screen.contains("pod shop/web-0/nginx"),
+        "{screen}"
+    );
 }

@@ -17,12 +17,15 @@ use prometheus_client::{
 
 mod histogram;
 pub mod http;
+mod kills;
+mod names;
 mod pressure;
 
 pub use histogram::StallHistogram;
 use histogram::lock;
 #[cfg(test)]
 use histogram::{BOUNDS_US, bucket_index};
+use names::PodNames;
 
 use crate::{
     aggregate::{Scope, Summary},
@@ -35,29 +38,39 @@ use crate::{
 struct StallLabels {
     cgroup: String,
     kind: &'static str,
+    #[prometheus(flatten)]
+    names: PodNames,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FaultLabels {
     cgroup: String,
     kind: &'static str,
+    #[prometheus(flatten)]
+    names: PodNames,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LruLabels {
     cgroup: String,
     reclaimer: &'static str,
+    #[prometheus(flatten)]
+    names: PodNames,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OomLabels {
     cgroup: String,
     constraint: String,
+    #[prometheus(flatten)]
+    names: PodNames,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CgroupLabels {
     cgroup: String,
+    #[prometheus(flatten)]
+    names: PodNames,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -71,6 +84,7 @@ struct HookLabels {
 pub struct Metrics {
     registry: Registry,
     pressure: pressure::PressureMetrics,
+    kills: kills::KillMetrics,
     stalls: Family<StallLabels, StallHistogram>,
     faults: Family<FaultLabels, Counter>,
     lru_scanned: Family<LruLabels, Counter>,
@@ -99,9 +113,11 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
         let pressure = pressure::PressureMetrics::register(&mut registry);
+        let kills = kills::KillMetrics::register(&mut registry);
         let mut metrics = Self {
             registry,
             pressure,
+            kills,
             stalls: Family::default(),
             faults: Family::default(),
             lru_scanned: Family::default(),
@@ -184,11 +200,13 @@ impl Metrics {
             return;
         }
         self.pressure.add(&summary.pressure);
+        let names = |cgroup: &String| PodNames::of(summary.labels.get(cgroup));
         for row in &summary.rows {
             self.stalls
                 .get_or_create(&StallLabels {
                     cgroup: row.cgroup.clone(),
                     kind: row.kind,
+                    names: names(&row.cgroup),
                 })
                 .add(row);
         }
@@ -198,6 +216,7 @@ impl Metrics {
                     .get_or_create(&FaultLabels {
                         cgroup: row.cgroup.clone(),
                         kind,
+                        names: names(&row.cgroup),
                     })
                     .inc_by(count);
             }
@@ -210,6 +229,7 @@ impl Metrics {
                 let labels = LruLabels {
                     cgroup: pages.cgroup.clone(),
                     reclaimer,
+                    names: names(&pages.cgroup),
                 };
                 self.lru_scanned.get_or_create(&labels).inc_by(scanned);
                 self.lru_reclaimed.get_or_create(&labels).inc_by(reclaimed);
@@ -219,6 +239,7 @@ impl Metrics {
             self.kswapd_wakeups
                 .get_or_create(&CgroupLabels {
                     cgroup: cgroup.clone(),
+                    names: names(cgroup),
                 })
                 .inc_by(*count);
         }
@@ -231,8 +252,9 @@ impl Metrics {
         }
     }
 
-    /// OOM kills (stalls are counted from the summaries, outliers included).
+    /// Kills and OOM risk (stalls are counted from the summaries, outliers included).
     pub fn event(&mut self, event: &Event) {
+        self.kills.event(event);
         let Event::OomKill(kill) = event else {
             return;
         };
@@ -242,6 +264,14 @@ impl Metrics {
             .or_else(|| kill.explanation.oom_cgroup.clone())
             .or_else(|| kill.cgroup.clone())
             .unwrap_or_else(|| "?".into());
+        // The names of the cgroup labelled (enrichment named the victim's and the record's).
+        let names = PodNames::of(if kill.victim_cgroup.as_ref() == Some(&cgroup) {
+            kill.victim_labels.as_ref()
+        } else if kill.cgroup.as_ref() == Some(&cgroup) {
+            kill.labels.as_ref()
+        } else {
+            None
+        });
         let constraint = kill
             .explanation
             .constraint
@@ -251,10 +281,11 @@ impl Metrics {
             .get_or_create(&OomLabels {
                 cgroup: cgroup.clone(),
                 constraint,
+                names: names.clone(),
             })
             .inc();
         self.last_oom_kill
-            .get_or_create(&CgroupLabels { cgroup })
+            .get_or_create(&CgroupLabels { cgroup, names })
             .set(kill.time_ns as f64 / 1e9);
     }
 

@@ -2,7 +2,7 @@
 use super::*;
 use crate::{
     aggregate::{FaultRow, MemcgPages, StallStats, SummaryRow},
-    event::{Explanation, KillSource, OomKill},
+    event::{Explanation, KillSource, Labels, OomKill},
 };
 use memstall_common::StallKind;
 
@@ -286,4 +286,124 @@ fn pressure_by_cause_and_psi() {
         !text.contains("memstall_psi_memory_full_seconds_total{"),
         "{text}"
     );
+}
+
+#[test]
+fn kills_by_killer_and_oom_eta() {
+    use crate::event::{Kill, Killer, OomRisk, RiskReason};
+    let mut metrics = Metrics::new();
+    for killer in [Killer::Oomd, Killer::Oomd, Killer::CgroupKill] {
+        metrics.event(&Event::Kill(Box::new(Kill {
+            cgroup: Some("/svc".into()),
+            killer,
+            ..Kill::default()
+        })));
+    }
+    metrics.event(&Event::OomKill(Box::new(OomKill {
+        victim_cgroup: Some("/svc".into()),
+        killer: Killer::KernelOom,
+        ..OomKill::default()
+    })));
+    let warning = OomRisk {
+        cgroup: "/svc".into(),
+        time_ns: 0,
+        eta_s: Some(4.5),
+        headroom_kb: 1,
+        reason: RiskReason::Eta,
+        usage_kb: 0,
+        limit_kb: 0,
+        reclaimable_kb: 0,
+        growth_kb_per_s: 0.0,
+        signals: Vec::new(),
+        next_victim_pid: None,
+        next_victim_comm: None,
+        next_victim_points: None,
+        next_victim_freeable_kb: None,
+        next_victim_shmem_kb: None,
+    };
+    metrics.event(&Event::OomRisk(Box::new(warning.clone())));
+    let text = metrics.render();
+    for (series, want) in [
+        ("memstall_kills_total{cgroup=\"/svc\",killer=\"oomd\"}", "2"),
+        (
+            "memstall_kills_total{cgroup=\"/svc\",killer=\"cgroup_kill\"}",
+            "1",
+        ),
+        (
+            "memstall_kills_total{cgroup=\"/svc\",killer=\"kernel_oom\"}",
+            "1",
+        ),
+        ("memstall_oom_eta_seconds{cgroup=\"/svc\"}", "4.5"),
+    ] {
+        assert_eq!(sample(&text, series), Some(want), "{series} in\n{text}");
+    }
+    metrics.event(&Event::OomRisk(Box::new(OomRisk {
+        reason: RiskReason::Cleared,
+        eta_s: None,
+        ..warning
+    })));
+    let text = metrics.render();
+    assert!(!text.contains("memstall_oom_eta_seconds{"), "{text}");
+}
+
+/// Kubernetes names become `namespace`, `pod` and `container` labels on every per-cgroup
+/// series of a pod's cgroup (never its uid or container id); other cgroups keep their labels.
+#[test]
+fn pod_cgroups_carry_namespace_pod_and_container() {
+    let pod_cgroup = "/kubepods/burstable/pod8d3a/0a1b2c3d4e5f";
+    let labels = Labels {
+        qos: Some("burstable".into()),
+        pod_uid: Some("8d3a".into()),
+        pod: Some("web-0".into()),
+        container_id: Some("0a1b2c3d4e5f".into()),
+        namespace: Some("shop".into()),
+        container: Some("nginx".into()),
+        ..Default::default()
+    };
+    let mut stats = StallStats::default();
+    stats.record(2_000, 1, 1);
+    let mut metrics = Metrics::new();
+    metrics.summary(&Summary {
+        faults: vec![FaultRow {
+            cgroup: pod_cgroup.into(),
+            minor: 3,
+            ..Default::default()
+        }],
+        labels: [(pod_cgroup.to_owned(), labels.clone())].into(),
+        ..interval(vec![
+            stats.row(pod_cgroup, StallKind::MemcgReclaim),
+            stats.row("/svc", StallKind::MemcgReclaim),
+        ])
+    });
+    metrics.event(&Event::OomKill(Box::new(OomKill {
+        time_ns: 1_700_000_000_000_000_000,
+        victim_cgroup: Some(pod_cgroup.into()),
+        victim_labels: Some(labels),
+        explanation: Explanation {
+            constraint: Some("memcg".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    })));
+    let text = metrics.render();
+    let names = r#"namespace="shop",pod="web-0",container="nginx""#;
+    for series in [
+        format!(
+            r#"memstall_stall_seconds_count{{cgroup="{pod_cgroup}",kind="memcg_reclaim",{names}}}"#
+        ),
+        format!(r#"memstall_page_faults_total{{cgroup="{pod_cgroup}",kind="minor",{names}}}"#),
+        format!(r#"memstall_oom_kills_total{{cgroup="{pod_cgroup}",constraint="memcg",{names}}}"#),
+        format!(r#"memstall_last_oom_kill_timestamp_seconds{{cgroup="{pod_cgroup}",{names}}}"#),
+        r#"memstall_stall_seconds_count{cgroup="/svc",kind="memcg_reclaim"}"#.to_owned(),
+    ] {
+        assert!(sample(&text, &series).is_some(), "{series} in\n{text}");
+    }
+    assert!(
+        text.contains(&format!(
+            r#"{{le="+Inf",cgroup="{pod_cgroup}",kind="memcg_reclaim",{names}}}"#
+        )),
+        "{text}"
+    );
+    // The ids stay in the cgroup path, never in labels of their own.
+    assert!(!text.contains("uid=") && !text.contains("id=\""), "{text}");
 }

@@ -20,6 +20,8 @@ pub struct P99Limit {
 #[derive(Clone, Debug, Default)]
 pub struct Limits {
     pub max_oom_kills: u64,
+    /// `--max-oom-risk`: most OOM risk warnings allowed (unset: not checked).
+    pub max_oom_risk: Option<u64>,
     pub max_p99: Vec<P99Limit>,
     pub max_stall_per_minute_ms: Option<f64>,
     pub max_growth_mib_per_hour: Option<f64>,
@@ -28,7 +30,7 @@ pub struct Limits {
 /// One threshold held against what the run measured.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Check {
-    /// `max_oom_kills`, `max_p99`, `max_stall_per_minute`, `max_growth_per_hour`.
+    /// `max_oom_kills`, `max_oom_risk`, `max_p99`, `max_stall_per_minute`, `max_growth_per_hour`.
     pub check: &'static str,
     /// The stall kind or cgroup the check is about.
     pub subject: Option<String>,
@@ -46,6 +48,8 @@ pub struct Check {
 pub struct Measured {
     pub oom_kills: u64,
     pub last_kill: Option<String>,
+    pub oom_risks: u64,
+    pub last_risk: Option<String>,
     /// The run's total rows, per (cgroup, kind).
     pub totals: Vec<SummaryRow>,
     /// Worst stall time per minute (ms) and when its window ended (s since start).
@@ -93,6 +97,27 @@ pub fn evaluate(limits: &Limits, measured: &Measured) -> Vec<Check> {
                 .unwrap_or_default()
         ),
     });
+    if let Some(max) = limits.max_oom_risk {
+        let ok = measured.oom_risks <= max;
+        checks.push(Check {
+            check: "max_oom_risk",
+            subject: None,
+            limit: max as f64,
+            value: Some(measured.oom_risks as f64),
+            unit: "warnings",
+            ok,
+            detail: format!(
+                "OOM risk warnings {} {} {max}{}",
+                measured.oom_risks,
+                if ok { "<=" } else { ">" },
+                measured
+                    .last_risk
+                    .as_ref()
+                    .map(|r| format!(" (last: {r})"))
+                    .unwrap_or_default()
+            ),
+        });
+    }
     for limit in &limits.max_p99 {
         // Across cgroups the worst p99 bounds the merged one from above: exact with one.
         let worst = measured

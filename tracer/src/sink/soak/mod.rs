@@ -32,7 +32,7 @@ use crate::{
     aggregate::{Scope, Summary},
     cgroup::{CgroupVersion, MemoryHierarchy, Target},
     error::UserError,
-    event::Event,
+    event::{Event, RiskReason},
     pipeline::{RunSummary, Sink},
     sink::{self, file},
     term,
@@ -72,6 +72,19 @@ pub struct SoakSink {
 
 impl Sink for SoakSink {
     fn event(&mut self, event: &Event) -> Result<()> {
+        if let Event::OomRisk(risk) = event
+            && risk.reason != RiskReason::Cleared
+        {
+            self.record.oom_risks += 1;
+            self.record.last_risk = Some(format!(
+                "{}: {} kB left{}",
+                risk.cgroup,
+                risk.headroom_kb,
+                risk.eta_s
+                    .map(|eta| format!(", limit in {eta:.0} s"))
+                    .unwrap_or_default()
+            ));
+        }
         if let Event::OomKill(kill) = event {
             let record = &mut self.record;
             record.oom_kills += 1;
@@ -199,6 +212,8 @@ impl Soak {
             major_per_s: Series::new(Merge::Mean),
             oom_kills: 0,
             marks: Vec::new(),
+            oom_risks: 0,
+            last_risk: None,
             totals: Vec::new(),
             run: None,
         };

@@ -69,6 +69,9 @@ pub struct Record {
     pub major_per_s: Series,
     pub oom_kills: u64,
     pub marks: Vec<OomMark>,
+    /// OOM risk warnings (not their `cleared` records), and the last one in words.
+    pub oom_risks: u64,
+    pub last_risk: Option<String>,
     pub totals: Vec<SummaryRow>,
     pub run: Option<RunSummary>,
 }
@@ -202,6 +205,8 @@ impl Record {
         Measured {
             oom_kills: self.oom_kills,
             last_kill,
+            oom_risks: self.oom_risks,
+            last_risk: self.last_risk.clone(),
             totals: self.totals.clone(),
             worst_minute: self.worst_minute,
             growth,

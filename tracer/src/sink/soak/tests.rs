@@ -43,6 +43,7 @@ fn row(cgroup: &str, kind: &'static str, count: u64, p99_ms: f64, total_ms: f64)
 fn checks_name_each_breach() {
     let limits = Limits {
         max_oom_kills: 0,
+        max_oom_risk: Some(0),
         max_p99: vec![
             P99Limit {
                 kind: "memcg_reclaim",
@@ -59,6 +60,8 @@ fn checks_name_each_breach() {
     let measured = Measured {
         oom_kills: 1,
         last_kill: Some("memhog pid 7 in /svc".into()),
+        oom_risks: 2,
+        last_risk: Some("/svc: 512 kB left, limit in 3 s".into()),
         totals: vec![
             row("/svc", "memcg_reclaim", 10, 812.3, 2000.0),
             row("/svc/a", "memcg_reclaim", 3, 100.0, 200.0),
@@ -75,6 +78,10 @@ fn checks_name_each_breach() {
         lines,
         [
             ("OOM kills 1 > 0 (last: memhog pid 7 in /svc)", false),
+            (
+                "OOM risk warnings 2 > 0 (last: /svc: 512 kB left, limit in 3 s)",
+                false
+            ),
             (
                 "memcg_reclaim p99 812.3 ms > 500 ms (in /svc, 10 stall(s))",
                 false
@@ -94,8 +101,8 @@ fn checks_name_each_breach() {
             ),
         ]
     );
-    assert_eq!(checks[1].value, Some(812.3));
-    assert_eq!(checks[5].value, None);
+    assert_eq!(checks[2].value, Some(812.3));
+    assert_eq!(checks[6].value, None);
 
     let calm = Measured {
         totals: vec![row("/svc", "memcg_reclaim", 10, 12.0, 40.0)],
@@ -355,6 +362,7 @@ fn sink_samples_judges_and_writes_both_reports() {
         dir.path(),
         Limits {
             max_oom_kills: 0,
+            max_oom_risk: None,
             max_p99: vec![P99Limit {
                 kind: "memcg_reclaim",
                 ms: 50.0,

@@ -8,17 +8,18 @@ use std::{
 };
 
 use anyhow::Result;
-use memstall_common::{KswapdTotals, RawEvent, StallEvent, StallKind};
+use memstall_common::{RawEvent, StallEvent, StallKind};
 use serde::Serialize;
+
+mod summary;
 
 use crate::{
     aggregate::{
-        KswapdActivity, PressureAggregator, PressureRow, Scope, StallAggregator, Summary,
-        SummaryRow,
+        PressureAggregator, Scope, StallAggregator, Summary,
         counters::{CounterSources, PeriodCounters},
-        pressure,
+        oom_risk::RiskWatch,
         psi::PsiReader,
-        stalls::{MAX_HISTOGRAMS, REMOVED_NAME},
+        stalls::MAX_HISTOGRAMS,
     },
     cgroup::{CgroupFilter, is_within},
     clock::BootClock,
@@ -73,6 +74,9 @@ pub struct Pipeline {
     stalls: StallAggregator,
     pressure: PressureAggregator,
     psi: PsiReader,
+    risk: RiskWatch,
+    /// Cgroups recently handed to `risk` for stalling at their limit, and when.
+    at_limit_seen: HashMap<u64, Instant>,
     /// Histogram count at which removed cgroups are folded next.
     fold_at: usize,
     counters: PeriodCounters,
@@ -91,7 +95,15 @@ impl Pipeline {
     ) -> Self {
         let mut psi = PsiReader::new(enricher.cgroups.root(), enricher.version());
         psi.baseline(&pressure_cgroups(&filter));
+        let targets = if filter.is_everything() {
+            Vec::new()
+        } else {
+            filter.paths().to_vec()
+        };
+        let risk = RiskWatch::new(enricher.cgroups.root(), enricher.version(), &targets);
         Self {
+            risk,
+            at_limit_seen: HashMap::new(),
             decoder,
             enricher,
             psi,
@@ -156,6 +168,9 @@ impl Pipeline {
         if raw.retries > 0 {
             self.stalls.record_retries(memcg_id, kind, raw.retries);
         }
+        if matches!(kind, StallKind::MemcgReclaim | StallKind::HighThrottle) {
+            self.near_limit(memcg_id);
+        }
         self.pressure.record(
             raw.task.pid,
             memcg_id,
@@ -175,6 +190,25 @@ impl Pipeline {
             self.fold_removed();
         }
         true
+    }
+
+    /// A cgroup reclaimed at its limit: the OOM risk watch looks at it for a while (asked at
+    /// most every ten seconds per cgroup, so a reclaim storm costs a map lookup per stall).
+    fn near_limit(&mut self, memcg_id: u64) {
+        let now = Instant::now();
+        if self
+            .at_limit_seen
+            .get(&memcg_id)
+            .is_some_and(|at| now.duration_since(*at).as_secs() < 10)
+        {
+            return;
+        }
+        if self.at_limit_seen.len() >= 4096 {
+            self.at_limit_seen.clear();
+        }
+        self.at_limit_seen.insert(memcg_id, now);
+        let name = self.enricher.cgroups.name(memcg_id);
+        self.risk.stalled_at_limit(&name);
     }
 
     /// Bounds memory under cgroup churn: removed cgroups' histograms fold into one per kind.
@@ -205,158 +239,79 @@ impl Pipeline {
                     return Ok(());
                 }
             }
-            Ok(RawEvent::OomKill(_) | RawEvent::OomContext(_)) => {}
+            Ok(RawEvent::OomKill(_) | RawEvent::OomContext(_) | RawEvent::Kill(_)) => {}
         }
-        // An outlier or an OOM kill: decode in full, name, enrich and report it.
-        let Ok(Some(mut event)) = self.decoder.decode(bytes) else {
+        // An outlier or a kill: decode in full, name, enrich and report it.
+        let Ok(Some(event)) = self.decoder.decode(bytes) else {
             return Ok(());
         };
+        self.report(event)
+    }
+
+    /// Names and explains a decoded event and sends it on; a kill first waits for what it
+    /// freed.
+    fn report(&mut self, mut event: Event) -> Result<()> {
         self.enricher.enrich(&mut event);
         if !self.watched(&event.cgroups()) {
             return Ok(());
         }
+        let victim_cgroup = match &event {
+            Event::Kill(k) => k.cgroup.clone(),
+            Event::OomKill(k) => k.victim_cgroup.clone(),
+            _ => return self.emit(&event),
+        };
+        if let Some(cleared) = victim_cgroup.and_then(|c| self.risk.killed(&c, now_unix_ns())) {
+            self.emit(&Event::OomRisk(Box::new(cleared)))?;
+        }
+        for done in self.enricher.hold_kill(event) {
+            self.emit(&done)?;
+        }
+        Ok(())
+    }
+
+    fn emit(&mut self, event: &Event) -> Result<()> {
         self.run.events += 1;
         for sink in &mut self.sinks {
-            sink.event(&event)?;
+            sink.event(event)?;
         }
         Ok(())
     }
 
-    /// Wake-up requests per cgroup path since `baseline` (absent ids count from zero).
-    fn wakeup_rows(
-        &mut self,
-        totals: &[(u64, u64)],
-        baseline: &HashMap<u64, u64>,
-    ) -> Vec<(String, u64)> {
-        let mut by_path: HashMap<String, u64> = HashMap::new();
-        for &(memcg, total) in totals {
-            let delta = total.saturating_sub(baseline.get(&memcg).copied().unwrap_or(0));
-            let path = self.enricher.cgroups.name(memcg);
-            if delta > 0 && self.watched(&[&path]) {
-                *by_path.entry(path).or_default() += delta;
-            }
+    /// Time-driven work: kernel kills no OOM kill claimed, kills whose aftermath is measured,
+    /// OOM risk samples.
+    pub fn tick(&mut self) -> Result<()> {
+        for event in self.decoder.unclaimed_kills(BootClock::now_boot_ns()) {
+            self.report(event)?;
         }
-        let mut rows: Vec<_> = by_path.into_iter().collect();
-        rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        rows
-    }
-
-    /// The interval's stall rows (closing it), or the run's totals.
-    fn stall_rows(&mut self, scope: Scope) -> Vec<SummaryRow> {
-        let cgroups = &mut self.enricher.cgroups;
-        let mut name = |id: u64| cgroups.name(id);
-        match scope {
-            Scope::Interval => self.stalls.end_interval(&mut name),
-            _ => self.stalls.totals(&mut name),
+        for event in self.enricher.kills_due() {
+            self.emit(&event)?;
         }
-    }
-
-    fn emit_summary(&mut self, summary: &Summary) -> Result<()> {
-        for sink in &mut self.sinks {
-            sink.summary(summary)?;
+        for risk in self.risk.sample(now_unix_ns()) {
+            self.emit(&Event::OomRisk(Box::new(risk)))?;
         }
         Ok(())
     }
 
-    /// A summary of `scope` ending now, with the kernel's counters `now`.
-    fn summary(&mut self, scope: Scope, now: &KernelCounters) -> Summary {
-        let since = match scope {
-            Scope::Interval => self.period_started,
-            _ => self.started,
-        };
-        let period_ns = since.elapsed().as_nanos() as u64;
-        let (kswapd_before, wakeups_before) = match scope {
-            Scope::Interval => (
-                self.counters.kernel_seen.kswapd,
-                self.counters.wakeups_seen(),
-            ),
-            _ => (KswapdTotals::default(), HashMap::new()),
-        };
-        let (filter, cgroups) = (&self.filter, &mut self.enricher.cgroups);
-        let period = self
-            .counters
-            .period(scope, now, period_ns, filter, &mut |id| cgroups.name(id));
-        Summary {
-            scope,
-            time_ns: now_unix_ns(),
-            period_ns,
-            rows: self.stall_rows(scope),
-            kswapd_wakeups: self.wakeup_rows(&now.kswapd_wakeups, &wakeups_before),
-            kswapd: KswapdActivity::between(&now.kswapd, &kswapd_before),
-            memcg_pages: period.memcg_pages,
-            faults: period.faults,
-            latency: period.latency,
-            pressure: self.pressure_rows(scope),
-            dropped: now.dropped.as_ref().map(|d| d.total),
+    /// Reports every kill still waiting (the run ends).
+    fn flush_kills(&mut self) -> Result<()> {
+        for event in self.decoder.unclaimed_kills(u64::MAX) {
+            self.report(event)?;
         }
-    }
-
-    /// The period's pressure per cgroup, named, with PSI beside it; the watched cgroups (the
-    /// machine, when everything is watched) also when they did not stall, for their PSI.
-    fn pressure_rows(&mut self, scope: Scope) -> Vec<PressureRow> {
-        let measured = match scope {
-            Scope::Interval => self.pressure.end_interval(),
-            _ => self.pressure.totals(),
-        };
-        let mut rows: Vec<PressureRow> = measured
-            .into_iter()
-            .map(|(id, mut row)| {
-                row.cgroup = if pressure::is_removed(id) {
-                    REMOVED_NAME.to_owned()
-                } else {
-                    self.enricher.cgroups.name(id)
-                };
-                row.shrinkers = std::mem::take(&mut row.shrinkers)
-                    .into_iter()
-                    .map(|(address, ns)| (self.shrinker_name(&address), ns))
-                    .collect();
-                row
-            })
-            .collect();
-        for cgroup in pressure_cgroups(&self.filter) {
-            if !rows.iter().any(|r| r.cgroup == cgroup) {
-                rows.push(PressureRow {
-                    cgroup,
-                    ..PressureRow::default()
-                });
-            }
+        for event in self.enricher.kills_pending() {
+            self.emit(&event)?;
         }
-        for row in &mut rows {
-            (row.psi_some_ns, row.psi_full_ns, row.psi_source) =
-                self.psi.delta(&row.cgroup, scope != Scope::Interval);
-        }
-        rows.retain(|r| r.stall_ns > 0 || r.psi_some_ns.is_some_and(|ns| ns > 0));
-        rows.sort_by(|a, b| {
-            b.stall_ns
-                .cmp(&a.stall_ns)
-                .then_with(|| a.cgroup.cmp(&b.cgroup))
-        });
-        rows
-    }
-
-    /// A shrinker's scan_objects function by name (`super_cache_scan`).
-    fn shrinker_name(&mut self, address: &str) -> String {
-        let Some(ip) = address
-            .strip_prefix("0x")
-            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
-            .filter(|ip| *ip != 0)
-        else {
-            return "?".to_owned();
-        };
-        let symbol = self.decoder.symbolizer.kernel_symbol(ip);
-        symbol
-            .strip_suffix("+0x0")
-            .map_or(symbol.clone(), str::to_owned)
+        Ok(())
     }
 
     /// The run's totals, then the `run_end` record; flushes every sink.
     pub fn finish(mut self, counters: KernelCounters, hooks: Vec<String>) -> Result<RunSummary> {
+        self.flush_kills()?;
         let drops = counters.dropped.clone().unwrap_or_default();
-        let summary = Summary {
+        let mut summary = Summary {
             dropped: Some(drops.total),
             ..self.summary(Scope::Total, &counters)
         };
-        self.emit_summary(&summary)?;
+        self.emit_summary(&mut summary)?;
         self.run.time_ns = now_unix_ns();
         self.run.duration_ns = self.started.elapsed().as_nanos() as u64;
         self.run.dropped = drops.total;
@@ -380,10 +335,14 @@ impl Consumer for Pipeline {
 
     /// Ends an `--interval` period: its rows go to the sinks, then fold into the totals.
     fn interval(&mut self, counters: KernelCounters) -> Result<()> {
-        let summary = self.summary(Scope::Interval, &counters);
+        let mut summary = self.summary(Scope::Interval, &counters);
         self.counters.kernel_seen = counters;
         self.period_started = Instant::now();
-        self.emit_summary(&summary)
+        self.emit_summary(&mut summary)
+    }
+
+    fn tick(&mut self) -> Result<()> {
+        Pipeline::tick(self)
     }
 
     /// A watched cgroup was removed: its final summary, then stop watching it.
@@ -393,14 +352,14 @@ impl Consumer for Pipeline {
         let rows = self
             .stalls
             .totals_where(&mut name, |path| is_within(path, relative));
-        let summary = Summary {
+        let mut summary = Summary {
             scope: Scope::Removed,
             time_ns: now_unix_ns(),
             period_ns: self.started.elapsed().as_nanos() as u64,
             rows,
             ..Default::default()
         };
-        self.emit_summary(&summary)?;
+        self.emit_summary(&mut summary)?;
         Ok(self.filter.forget(relative))
     }
 }
