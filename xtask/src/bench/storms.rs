@@ -65,7 +65,9 @@ impl Storm {
             }
             Self::Writeback => "dirty_throttle, memstall_sleeps",
             Self::ContextSwitches => "memstall_sleeps (sched_switch, every switch)",
-            Self::Signals => "memstall_sleeps; kill attribution (signal_generate) once on main",
+            Self::Signals => {
+                "kills (signal_generate: every signal, a record per SIGKILL), memstall_sleeps"
+            }
         }
     }
 }
