@@ -78,6 +78,17 @@ pub enum LatencyKind {
     PageFault,
 }
 
+/// The kinds of kernel-side diagnostic (`run_end.diagnostics` keys).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Diagnostic {
+    EndWithoutBegin,
+    InFlightFull,
+    TasksFull,
+    TaskReadFailed,
+    StackIdFailed,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Runtime {
@@ -454,6 +465,10 @@ pub struct RunEnd {
     pub dropped_stalls: BTreeMap<String, u64>,
     pub malformed: u64,
     pub hooks: Vec<String>,
+    /// Every kind with its count, zeros included (empty without a kernel side).
+    pub diagnostics: BTreeMap<Diagnostic, u64>,
+    /// Stall windows the kernel lost, per kind that lost any.
+    pub lost_windows: BTreeMap<String, u64>,
 }
 
 /// Every record type of the contract but the stall kinds (one `Stall` each; see
@@ -535,7 +550,16 @@ pub fn check_known(value: &Value) -> Result<bool> {
             typed::<Latency>(value)?;
         }
         "run_end" => {
-            typed::<RunEnd>(value)?;
+            let end: RunEnd = typed(value)?;
+            let by_kind = [
+                ("dropped_stalls", &end.dropped_stalls),
+                ("lost_windows", &end.lost_windows),
+            ];
+            for (field, map) in by_kind {
+                if let Some(kind) = map.keys().find(|k| !is_stall_kind(k)) {
+                    bail!("{field} of an unknown stall kind {kind}");
+                }
+            }
         }
         stall if is_stall_kind(stall) => {
             let stall_record: Stall = typed(value)?;

@@ -175,3 +175,43 @@ fn unprivileged_doctor_names_privileges() {
         (false.into(), "privileges".into())
     );
 }
+
+/// `doctor -v` loads every program with its log on (the logging code must pass the verifier
+/// wherever the quiet programs do), lets the hooks run a second, and finds nothing wrong.
+#[test]
+fn verbose_runs_the_hooks_with_their_log() {
+    let report = |args: &[&str]| -> Value {
+        let out = memstall(args);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert!(!text(&out.stderr).contains("panicked"));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let statuses = |report: &Value| -> Vec<(String, String)> {
+        let checks = report["checks"].as_array().unwrap();
+        let hooks = checks.iter().filter(|c| c["kind"] == "hook");
+        hooks
+            .map(|c| (c["name"].to_string(), c["status"].to_string()))
+            .collect()
+    };
+    let quiet = report(&["doctor", "--json"]);
+    let verbose = report(&["doctor", "-v", "--json"]);
+    assert_eq!(statuses(&verbose), statuses(&quiet));
+    let find = |report: &Value| {
+        let checks = report["checks"].as_array().unwrap();
+        checks.iter().find(|c| c["name"] == "diagnostics").cloned()
+    };
+    assert_eq!(find(&quiet), None, "only -v watches");
+    let diagnostics = find(&verbose).expect("a diagnostics check with -v");
+    assert_eq!(
+        (diagnostics["kind"].as_str(), diagnostics["status"].as_str()),
+        (Some("probe"), Some("ok")),
+        "{diagnostics}"
+    );
+    assert!(
+        diagnostics["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("no unexpected state in the programs in 1.0 s"),
+        "{diagnostics}"
+    );
+}

@@ -52,6 +52,25 @@ fn send(args: &[&str]) -> u32 {
     pid
 }
 
+/// [`send`] from a second thread of the helper, named `thread`: (its pid, the thread's tid).
+fn send_from_thread(thread: &str, args: &[&str]) -> (u32, u32) {
+    let out = sigkill()
+        .args(["--from-thread", thread])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sigkill");
+    let pid = out.id();
+    let out = out.wait_with_output().unwrap();
+    assert!(out.status.success(), "sigkill {args:?}: {}", out.status);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let tid = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("sigkill: tid ")?.parse().ok())
+        .unwrap_or_else(|| panic!("no tid from sigkill: {stdout}"));
+    (pid, tid)
+}
+
 /// Waits for a child the test SIGKILLed: the kernel's own word that the kill happened.
 fn reap_killed(mut child: Child) {
     let status = child.wait().unwrap();
@@ -215,7 +234,9 @@ fn a_shell_kill_and_a_tgkill_are_a_process_kill() {
     let threaded = hog_holding(&hog);
     let threaded_pid = threaded.id();
     let spec = format!("{threaded_pid}:{threaded_pid}");
-    let killer = send(&["--comm", "reaper", "--thread", &spec]);
+    // From a worker thread: the sender is that thread, its process the helper.
+    let (killer, killer_tid) =
+        send_from_thread("reap-worker", &["--comm", "reaper", "--thread", &spec]);
     reap_killed(threaded);
     assert!(wait_until(Duration::from_secs(20), || {
         read_json_lines(&json).is_ok_and(|e| !kills_of(&e, threaded_pid).is_empty())
@@ -236,8 +257,10 @@ fn a_shell_kill_and_a_tgkill_are_a_process_kill() {
         1,
         "the whole process dies of one SIGKILL: {events:#?}"
     );
-    assert_eq!(kills[0]["sender_pid"], killer);
-    assert_eq!(kills[0]["sender_comm"], "reaper");
+    assert_eq!(kills[0]["sender_pid"], killer_tid);
+    assert_eq!(kills[0]["sender_tgid"], killer);
+    assert_eq!(kills[0]["sender_comm"], "reap-worker");
+    assert_eq!(kills[0]["sender_process"], "reaper");
     assert_eq!(kills[0]["killer"], "process");
     assert_eq!(kills[0]["method"], "thread_kill");
 }
@@ -281,27 +304,93 @@ fn cgroup_kill_names_the_writer() {
     }
 }
 
+/// Runs memstall on a fresh 32 MiB cgroup while `workload` drives it to an OOM kill; returns
+/// the one oom_kill record (checked to be the only record of that kill) and the victim's pid.
+fn one_oom_kill(extra: &[&str], workload: impl FnOnce(&MemCgroup, &Path) -> u32) -> (Value, u32) {
+    let cgroup = MemCgroup::create("kill-oom", 32 * MIB).unwrap();
+    // On disk, not tmpfs: page cache there is what a trigger reclaims first.
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let json = dir.path().join("events.jsonl");
+    let mut args = vec![
+        "--json",
+        json.to_str().unwrap(),
+        "--cgroup",
+        cgroup.path.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let memstall = Memstall::start(&args).unwrap();
+    let victim = workload(&cgroup, dir.path());
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            read_json_lines(&json).is_ok_and(|e| e.iter().any(|e| e["type"] == "oom_kill"))
+        }),
+        "{extra:?}: no oom_kill record within 20 s of the kill"
+    );
+    stop(memstall);
+    let events = read_json_lines(&json).unwrap();
+    assert_eq!(cgroup.oom_kills().unwrap(), 1);
+    let kills: Vec<_> = events.iter().filter(|e| e["type"] == "oom_kill").collect();
+    assert_eq!(kills.len(), 1, "{extra:?}: {events:#?}");
+    assert!(
+        kills_of(&events, victim).is_empty(),
+        "{extra:?}: the OOM killer's own SIGKILL is the oom_kill record, not a second one"
+    );
+    let kill = kills[0].clone();
+    assert_eq!(kill["victim_pid"], victim);
+    assert_eq!(kill["killer"], "kernel_oom");
+    let kernel = kill["trigger_kernel_stack"].to_string();
+    assert!(kernel.contains("out_of_memory"), "{extra:?}: {kernel}");
+    assert!(kernel.contains("try_charge_memcg"), "{extra:?}: {kernel}");
+    (kill, victim)
+}
+
+/// A holder at oom_score_adj 1000 and a second task whose allocation runs the cgroup out: the
+/// holder dies, and the record names the other as the trigger, with its stacks (mark_victim
+/// runs in the trigger's context; the trigger lives on, so its frames are named).
 #[test]
 fn an_oom_kill_is_one_record_with_its_triggers_stacks() {
     for extra in [&[][..], &["--force-tracepoints"][..]] {
-        let cgroup = MemCgroup::create("kill-oom", 32 * MIB).unwrap();
-        // On disk, not tmpfs: its page cache is what the trigger reclaims first.
-        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-        let json = dir.path().join("events.jsonl");
-        let cache = format!("{}:16", dir.path().join("cache.img").display());
-        let mut args = vec![
-            "--json",
-            json.to_str().unwrap(),
-            "--cgroup",
-            cgroup.path.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        let memstall = Memstall::start(&args).unwrap();
-        // The trigger is the victim, as usually: it reclaims its page cache for a while
-        // (growing 1 MiB every 20 ms), then dies of the kill it triggered. Its user stack is
-        // named from the mappings memstall read at its first reclaim, the process being gone
-        // by the time the kill's record is decoded (under emulation, always).
-        let victim = run_to_oom_kill(&[
+        let mut trigger = None;
+        let (kill, _) = one_oom_kill(extra, |cgroup, _| {
+            let cgroup = cgroup.path.to_str().unwrap();
+            let mut holder = hog_holding(&[
+                "--cgroup",
+                cgroup,
+                "--anon-mib",
+                "20",
+                "--oom-score-adj",
+                "1000",
+                "--hold-secs",
+                "60",
+            ]);
+            let allocating =
+                hog_holding(&["--cgroup", cgroup, "--anon-mib", "20", "--hold-secs", "60"]);
+            let status = holder.wait().unwrap();
+            assert_eq!(
+                status.signal(),
+                Some(libc::SIGKILL),
+                "the holder is the victim"
+            );
+            trigger = Some(allocating);
+            holder.id()
+        });
+        let mut trigger = trigger.unwrap();
+        assert_eq!(kill["pid"], trigger.id(), "{extra:?}: {kill}");
+        let user = kill["trigger_user_stack"].to_string();
+        let _ = trigger.kill();
+        let _ = trigger.wait();
+        assert!(user.contains("memhog::"), "{extra:?}: {user}");
+    }
+}
+
+/// The usual case: the trigger is the victim. It reclaims its page cache for a while (growing
+/// 1 MiB every 20 ms), then dies of the kill it triggered, before its record is decoded: its
+/// frames are named from the mappings memstall read at its first reclaim.
+#[test]
+fn a_trigger_that_died_of_its_kill_still_has_its_frames_named() {
+    let (kill, victim) = one_oom_kill(&[], |cgroup, dir| {
+        let cache = format!("{}:16", dir.join("cache.img").display());
+        run_to_oom_kill(&[
             "--cgroup",
             cgroup.path.to_str().unwrap(),
             "--page-cache",
@@ -312,28 +401,11 @@ fn an_oom_kill_is_one_record_with_its_triggers_stacks() {
             "1",
             "--step-ms",
             "20",
-        ]);
-        assert!(wait_until(Duration::from_secs(20), || {
-            read_json_lines(&json).is_ok_and(|e| e.iter().any(|e| e["type"] == "oom_kill"))
-        }));
-        stop(memstall);
-        let events = read_json_lines(&json).unwrap();
-        assert_eq!(cgroup.oom_kills().unwrap(), 1);
-        let kills: Vec<_> = events.iter().filter(|e| e["type"] == "oom_kill").collect();
-        assert_eq!(kills.len(), 1, "{extra:?}: {events:#?}");
-        assert!(
-            kills_of(&events, victim).is_empty(),
-            "{extra:?}: the OOM killer's own SIGKILL is the oom_kill record, not a second one"
-        );
-        let kill = kills[0];
-        assert_eq!(kill["victim_pid"], victim);
-        assert_eq!(kill["killer"], "kernel_oom");
-        let kernel = kill["trigger_kernel_stack"].to_string();
-        assert!(kernel.contains("out_of_memory"), "{extra:?}: {kernel}");
-        assert!(kernel.contains("try_charge_memcg"), "{extra:?}: {kernel}");
-        let user = kill["trigger_user_stack"].to_string();
-        assert!(user.contains("memhog::"), "{extra:?}: {user}");
-    }
+        ])
+    });
+    assert_eq!(kill["pid"], victim);
+    let user = kill["trigger_user_stack"].to_string();
+    assert!(user.contains("memhog"), "{user}");
 }
 
 /// The oom_risk records before the first oom_kill, and that kill.

@@ -4,6 +4,7 @@
 mod cli;
 mod contract;
 mod dashboard;
+mod diagnostics;
 mod doctor;
 mod faults;
 mod fentry;

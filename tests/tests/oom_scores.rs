@@ -414,8 +414,24 @@ fn human_report_tells_the_same(
         block[2].starts_with("    reclaim in the last 10 s: "),
         "{block:#?}"
     );
-    // One scoreboard line per candidate, in the JSON's order, the victim starred.
-    let board: Vec<&str> = block[3..].to_vec();
+    // What the kill freed, then where the trigger was (its kernel stack through the OOM
+    // killer), then one scoreboard line per candidate, in the JSON's order, the victim starred.
+    let freed = block.get(3).copied().unwrap_or_default();
+    assert!(
+        freed.starts_with(&format!("    freed {} kB (", kill["freed_kb"]))
+            && freed.contains(" within a second"),
+        "{block:#?}"
+    );
+    let trigger: Vec<&str> = block[4..]
+        .iter()
+        .take_while(|l| l.starts_with("    trigger: "))
+        .copied()
+        .collect();
+    assert!(
+        trigger.iter().any(|l| l.contains("out_of_memory")),
+        "{block:#?}"
+    );
+    let board: Vec<&str> = block[4 + trigger.len()..].to_vec();
     let rows = kill["scoreboard"].as_array().unwrap();
     assert_eq!(board.len(), rows.len(), "{board:#?}");
     for (line, row) in board.iter().zip(rows) {

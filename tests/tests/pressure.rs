@@ -4,8 +4,8 @@
 use std::process::{Child, Stdio};
 
 use memstall_tests::{
-    CgroupVersion, MIB, MemCgroup, Memstall, emulated, expect_fentry, hog_holding, memhog,
-    read_json_lines, skip,
+    CgroupVersion, MIB, MemCgroup, Memstall, emulated, expect_fentry, hog_holding, hook_attached,
+    memhog, read_json_lines, skip,
     taskstats::{DelayacctGuard, TaskDelays, taskstats},
 };
 use serde_json::Value;
@@ -243,14 +243,17 @@ fn refault_waits_match_thrashing() {
     );
     // The sleep is most of the wait: PSI bookkeeping, the lock attempt and the switch are
     // not in it (12 % of a quiet machine's wait, up to a third on a busy one).
+    // (Counts, above, hold exactly either way.)
     assert!(
         wait_ns <= thrashing.total_ns,
         "{wait_ns} vs {}",
         thrashing.total_ns
     );
+    // Under emulation the bookkeeping around each sleep costs far more (43 % seen on 6.12).
+    let share = if emulated() { 4 } else { 2 };
     assert!(
-        wait_ns * 2 >= thrashing.total_ns,
-        "{wait_ns} vs {}",
+        wait_ns * share >= thrashing.total_ns,
+        "{wait_ns} vs {}: less than 1/{share} of the thrashing delay",
         thrashing.total_ns
     );
     assert!(
@@ -270,6 +273,11 @@ fn refaults(cgroup: &MemCgroup) -> u64 {
 /// The events and the pressure row of a run of memhog with `args` in `cgroup`, traced with
 /// every stall reported one by one (`--threshold 0`).
 fn traced_v2(cgroup: &MemCgroup, args: &[&str]) -> Vec<Value> {
+    traced_v2_pid(cgroup, args).0
+}
+
+/// [`traced_v2`], and the workload's pid.
+fn traced_v2_pid(cgroup: &MemCgroup, args: &[&str]) -> (Vec<Value>, u32) {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("events.jsonl");
     let memstall = Memstall::start(&[
@@ -284,22 +292,13 @@ fn traced_v2(cgroup: &MemCgroup, args: &[&str]) -> Vec<Value> {
     .unwrap();
     let mut full = vec!["--cgroup", cgroup.path.to_str().unwrap()];
     full.extend_from_slice(args);
-    let status = memhog().args(&full).stdout(Stdio::null()).status().unwrap();
+    let mut hog = memhog().args(&full).stdout(Stdio::null()).spawn().unwrap();
+    let pid = hog.id();
+    let status = hog.wait().unwrap();
     assert!(status.success(), "memhog {full:?}: {status}");
     let (status, stderr) = memstall.stop(libc::SIGINT).unwrap();
     assert!(status.success(), "{stderr:?}");
-    read_json_lines(&json).unwrap()
-}
-
-fn hook_attached(events: &[Value], hook: &str) -> bool {
-    events.last().unwrap()["hooks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|h| {
-            h.as_str()
-                .is_some_and(|h| h.starts_with(&format!("{hook}: ")) && !h.contains("unavailable"))
-        })
+    (read_json_lines(&json).unwrap(), pid)
 }
 
 fn total_count(events: &[Value], kind: &str) -> u64 {
@@ -448,14 +447,14 @@ impl Drop for SwapFile {
     }
 }
 
-/// Dirty pages written faster than a small cgroup's share of writeback allows (cgroup v2:
-/// writeback is per cgroup): balance_dirty_pages pauses the writer, and memstall counts the
-/// pauses the kernel's own tracepoint reports for that task.
+/// Dirty pages written faster than writeback allows (the VMs: 400 MiB against a 1 GiB
+/// guest's dirty limit): balance_dirty_pages pauses the writer, and memstall counts the pauses
+/// the kernel's own tracepoint reports for that task.
 #[test]
 fn dirty_throttling_matches_the_tracepoint() {
     let cgroup = MemCgroup::create("pressure-dirty", 64 * MIB).unwrap();
-    if cgroup.version != CgroupVersion::V2 {
-        skip("per-cgroup dirty throttling is cgroup v2 (the VMs run this)");
+    if memstall_tests::meminfo_kb("MemTotal") > 2 << 20 {
+        skip("400 MiB written stays under a machine this size's dirty limit (the VMs run this)");
         return;
     }
     let trace = TraceInstance::new(
@@ -465,14 +464,18 @@ fn dirty_throttling_matches_the_tracepoint() {
     );
     let file = tempfile::NamedTempFile::new_in("/var/tmp").unwrap();
     let spec = format!("{}:400", file.path().display());
-    let events = traced_v2(&cgroup, &["--write-file", &spec]);
-    // By the writeback cgroup (the task's, on v2): an instance's lines name a task whose
-    // comm the trace has not cached as `<...>`.
-    let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&cgroup.path).unwrap());
+    let (events, pid) = traced_v2_pid(&cgroup, &["--write-file", &spec]);
+    // By the writer's pid, the second field of `COMM-PID`: an instance names a task whose
+    // comm it has not cached `<...>`, and the line's cgroup_ino is the writeback domain's
+    // (the root's, without the io controller).
     let pauses = trace
         .lines()
         .iter()
-        .filter(|l| l.ends_with(&format!(" cgroup_ino={ino}")))
+        .filter(|l| {
+            l.split_whitespace()
+                .next()
+                .is_some_and(|task| task.ends_with(&format!("-{pid}")))
+        })
         .count() as u64;
     let throttles = total_count(&events, "dirty_throttle");
     eprintln!("dirty throttling: {throttles} stalls; tracepoint pauses {pauses}");

@@ -349,10 +349,10 @@ fn throttled_writers_sleep_inside_their_reclaim() {
         );
         for stall in &mine {
             assert_eq!(stall["cgroup"], cgroup.relative.as_str(), "{stall}");
-            // usec_delayed is jiffy-quantized; a throttle never sleeps past its timeout
-            // (at most HZ/10 for writeback, 1 s for the rest).
+            // Timed from the task's last sleep inside its reclaim; a throttle never sleeps past
+            // its timeout (at most HZ/10 for writeback, 1 s for the rest).
             let latency = stall["latency_ns"].as_u64().unwrap();
-            assert!(latency % 1000 == 0 && latency <= 1_000_000_000, "{stall}");
+            assert!(latency > 0 && latency <= 1_100_000_000, "{stall}");
         }
     }
     let all: u64 = throttled

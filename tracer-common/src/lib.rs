@@ -8,6 +8,7 @@
 
 #[cfg(feature = "user")]
 mod decode;
+mod diagnostics;
 mod events;
 mod filter;
 mod kill;
@@ -20,6 +21,7 @@ mod task;
 
 #[cfg(feature = "user")]
 pub use decode::{CommStr, DecodeError, RawEvent, comm_str};
+pub use diagnostics::*;
 pub use events::*;
 pub use filter::*;
 pub use kill::*;

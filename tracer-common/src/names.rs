@@ -15,8 +15,15 @@ pub mod map {
     pub const LATENCY: &str = "LATENCY";
     pub const MARK_VICTIM_FORMAT: &str = "MARK_VICTIM_FORMAT";
     pub const TASKS: &str = "TASKS";
+    pub const IN_FLIGHT: &str = "IN_FLIGHT";
+    pub const DIAGNOSTICS: &str = "DIAGNOSTICS";
+    /// aya-log's ring buffer (aya-log-ebpf declares it; aya-log's EbpfLogger takes it).
+    pub const AYA_LOGS: &str = "AYA_LOGS";
     pub const ALL: &[&str] = &[
         TASKS,
+        IN_FLIGHT,
+        DIAGNOSTICS,
+        AYA_LOGS,
         EVENTS,
         DROPS,
         STACKS,
@@ -38,7 +45,11 @@ pub mod global {
     pub const FILTER: &str = "FILTER";
     pub const OOM_CONTROL_LAYOUT: &str = "OOM_CONTROL_LAYOUT";
     pub const COMPACT_SKIPPED: &str = "COMPACT_SKIPPED";
+    /// Non-zero: log diagnostics through aya-log (`--bpf-log`); 0, the object's default, keeps
+    /// them to the counters.
+    pub const BPF_LOG: &str = "BPF_LOG";
     pub const ALL: &[&str] = &[
+        BPF_LOG,
         COMPACT_SKIPPED,
         KERNEL_LAYOUT,
         STACK_THRESHOLD_NS,

@@ -3,6 +3,7 @@
 #![no_main]
 
 mod compaction;
+mod diag;
 mod events;
 mod filter;
 mod kill;

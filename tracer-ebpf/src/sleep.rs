@@ -8,7 +8,7 @@ use memstall_common::{InFlight, StallKind};
 
 use crate::{
     filter::{current_watched, task_watched},
-    stall::{Args, Stall, TASKS, TaskState, current_tid, emit, hook, now},
+    stall::{Args, Stall, TASKS, TaskState, current_tid, emit, hook, insert_task, now},
     task::{layout, read, task_info},
 };
 
@@ -82,7 +82,7 @@ fn sched_switch<C: Args>(ctx: &C) {
                     sleep_start: now(),
                     ..TaskState::default()
                 };
-                let _ = TASKS.insert(&prev_tid, &state, 0);
+                insert_task(prev_tid, &state);
             }
         }
     }
@@ -126,7 +126,7 @@ fn balance_dirty_pages<C: Args>(ctx: &C) {
                 sleep_start: t,
                 ..TaskState::default()
             };
-            let _ = TASKS.insert(&tid, &state, 0);
+            insert_task(tid, &state);
         }
     }
 }

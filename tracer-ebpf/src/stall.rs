@@ -12,9 +12,10 @@ use aya_ebpf::{
     programs::tracing::StackIdContext,
     programs::{BtfTracePointContext, FEntryContext, FExitContext, RawTracePointContext},
 };
-use memstall_common::{EventKind, InFlight, StallEvent, StallKind, TaskInfo};
+use memstall_common::{Diagnostic, EventKind, InFlight, StallEvent, StallKind, TaskInfo};
 
 use crate::{
+    diag,
     events::{EVENTS, count_stall_drop, header},
     filter::current_watched,
     task::{current_info, layout},
@@ -101,9 +102,16 @@ fn mark_open(tid: u32, kind: StallKind, open: bool) {
                 open: kind.bit(),
                 ..TaskState::default()
             };
-            let _ = TASKS.insert(&tid, &state, 0);
+            insert_task(tid, &state);
         }
         None => {}
+    }
+}
+
+/// Stores a task's first state; a refusal is a diagnostic.
+pub fn insert_task(tid: u32, state: &TaskState) {
+    if TASKS.insert(&tid, state, 0).is_err() {
+        diag::report(Diagnostic::TasksFull, 0);
     }
 }
 
@@ -120,7 +128,13 @@ pub fn begin(kind: StallKind, order: i32, gfp_flags: u64, nid: i32) {
     }
     let tid = current_tid();
     let key = key(tid, kind);
-    let _ = IN_FLIGHT.insert(&key, &InFlight::new(0, gfp_flags, order, nid), 0);
+    if IN_FLIGHT
+        .insert(&key, &InFlight::new(0, gfp_flags, order, nid), 0)
+        .is_err()
+    {
+        diag::window_lost(Diagnostic::InFlightFull, kind);
+        return;
+    }
     mark_open(tid, kind, true);
     if let Some(flight) = IN_FLIGHT.get_ptr_mut(&key) {
         // SAFETY: the value stays valid for the program's run. Taken last: see the module docs.
@@ -135,6 +149,12 @@ pub fn end<C: Args>(ctx: &C, kind: StallKind, nr_reclaimed: u64, detail: u64) {
     let key = key(tid, kind);
     // SAFETY: copied out before the entry is removed.
     let Some(flight) = (unsafe { IN_FLIGHT.get(&key) }).copied() else {
+        // No entry: the task's cgroup is not watched, or the window began before the
+        // programs attached, or, with its bit still open, its entry was evicted.
+        if open_windows(tid) & kind.bit() != 0 {
+            mark_open(tid, kind, false);
+            diag::window_lost(Diagnostic::EndWithoutBegin, kind);
+        }
         return;
     };
     let _ = IN_FLIGHT.remove(&key);
@@ -184,11 +204,7 @@ pub fn emit<C: Args>(
     let latency_ns = stall.end_ns.saturating_sub(stall.start_ns);
     let (kernel_stack_id, user_stack_id) =
         if current_is_task && latency_ns >= STACK_THRESHOLD_NS.load() {
-            (
-                ctx.get_stackid(&STACKS, 0).map_or(-1, |id| id as i32),
-                ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64)
-                    .map_or(-1, |id| id as i32),
-            )
+            (stack_id(ctx, 0), stack_id(ctx, u64::from(BPF_F_USER_STACK)))
         } else {
             (-1, -1)
         };
@@ -218,6 +234,23 @@ pub fn emit<C: Args>(
             entry.submit(0);
         }
         None => count_stall_drop(stall.kind),
+    }
+}
+
+/// The current stack's id in STACKS, or -1. A task without that stack (a kernel thread's
+/// user stack: -EFAULT) and a bucket holding another stack (-EEXIST) are expected; any
+/// other error is a diagnostic.
+fn stack_id<C: Args>(ctx: &C, flags: u64) -> i32 {
+    const EFAULT: i32 = 14;
+    const EEXIST: i32 = 17;
+    match ctx.get_stackid(&STACKS, flags) {
+        Ok(id) => id as i32,
+        Err(err) => {
+            if err != -EFAULT && err != -EEXIST {
+                diag::report(Diagnostic::StackIdFailed, err as u64);
+            }
+            -1
+        }
     }
 }
 

@@ -1,6 +1,8 @@
 //! Reading task_struct and friends at offsets the loader resolved from kernel BTF.
 use aya_ebpf::{Global, helpers::bpf_probe_read_kernel};
-use memstall_common::{KernelLayout, TASK_COMM_LEN, TaskInfo};
+use memstall_common::{Diagnostic, KernelLayout, TASK_COMM_LEN, TaskInfo};
+
+use crate::diag;
 
 #[unsafe(no_mangle)]
 // SAFETY: KernelLayout is plain integers, for which all-zero is valid ("not resolved").
@@ -10,14 +12,21 @@ pub fn layout() -> KernelLayout {
     KERNEL_LAYOUT.load()
 }
 
-/// Reads a `T` at `base + offset` in kernel memory; `None` for a null base or a failed read.
+/// Reads a `T` at `base + offset` in kernel memory; `None` for a null base or a failed read
+/// (a diagnostic: the object was not null, so the offset or the object is not what BTF said).
 #[inline(always)]
 pub fn read<T>(base: u64, offset: u32) -> Option<T> {
     if base == 0 {
         return None;
     }
     // SAFETY: bpf_probe_read_kernel validates the address and fails instead of faulting.
-    unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T).ok() }
+    match unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) } {
+        Ok(value) => Some(value),
+        Err(_) => {
+            diag::report(Diagnostic::TaskReadFailed, u64::from(offset));
+            None
+        }
+    }
 }
 
 /// The task's memory cgroup state: task->cgroups->subsys[memory].

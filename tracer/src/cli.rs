@@ -96,10 +96,21 @@ pub struct TraceArgs {
     #[arg(long, value_name = "FILE", default_value = VMLINUX_BTF)]
     pub btf: PathBuf,
 
+    /// Print the eBPF programs' own warnings on stderr (a stall window lost, a map full, a
+    /// kernel read that failed), at most one per kind and CPU a second. They are counted in
+    /// the run's end record either way.
+    #[arg(long)]
+    pub bpf_log: bool,
+
     /// For tests: a ring buffer of this many bytes (a power-of-two number of pages) instead of
     /// 4 MiB, so it can be made to overflow.
     #[arg(long, value_name = "BYTES", hide = true, value_parser = parse_ring_bytes)]
     pub test_ring_bytes: Option<u32>,
+
+    /// For tests: an in-flight window map of N entries instead of 16384, so windows are lost
+    /// when more tasks stall at once.
+    #[arg(long, value_name = "N", hide = true, value_parser = clap::value_parser!(u32).range(1..))]
+    pub test_in_flight_entries: Option<u32>,
 
     /// For tests: read the kubelet's files (var/log/pods, var/log/containers,
     /// var/lib/kubelet/pods) below DIR instead of /.
@@ -219,6 +230,11 @@ pub struct DoctorArgs {
     /// Kernel BTF to check and load with.
     #[arg(long, value_name = "FILE", default_value = VMLINUX_BTF)]
     pub btf: PathBuf,
+
+    /// Also keep every hook attached for a second with the programs' log on: their warnings
+    /// go to stderr and a `diagnostics` check counts them.
+    #[arg(short, long)]
+    pub verbose: bool,
 }
 
 /// A non-negative, finite number (milliseconds, MiB per hour).
@@ -335,6 +351,22 @@ mod tests {
         assert!(matches!(cli.command, Some(Command::Serve(a)) if a.listen.port() == 0));
         assert!(Cli::try_parse_from(["memstall", "serve", "--listen", "nowhere"]).is_err());
         assert!(Cli::try_parse_from(["memstall", "--threshold", "5", "serve"]).is_err());
+    }
+
+    #[test]
+    fn kernel_diagnostics_flags() {
+        let cli = Cli::try_parse_from(["memstall"]).unwrap();
+        assert!(!cli.trace.bpf_log);
+        assert_eq!(cli.trace.test_in_flight_entries, None);
+        let cli = Cli::try_parse_from(["memstall", "--bpf-log", "--test-in-flight-entries", "1"])
+            .unwrap();
+        assert!(cli.trace.bpf_log);
+        assert_eq!(cli.trace.test_in_flight_entries, Some(1));
+        assert!(Cli::try_parse_from(["memstall", "--test-in-flight-entries", "0"]).is_err());
+        assert!(matches!(
+            Cli::try_parse_from(["memstall", "serve", "--bpf-log"]).unwrap().command,
+            Some(Command::Serve(args)) if args.trace.bpf_log
+        ));
     }
 
     #[test]

@@ -59,6 +59,7 @@ pub async fn run<C: Consumer>(
     on_ready: impl FnOnce(),
 ) -> Result<C> {
     let ring = maps::take_events(&mut tracer.ebpf).context("opening the EVENTS ring buffer")?;
+    let mut bpf_log = tracer.bpf_log.take();
     // SAFETY: the RingBuf owns its map's fd, which stays open and the same until it is dropped.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(|err| anyhow!("polling the EVENTS ring buffer: {}", err.into_parts().1))?;
@@ -84,6 +85,9 @@ pub async fn run<C: Consumer>(
             _ = tick.tick() => {
                 drain(ring.get_mut(), &mut consumer)?;
                 consumer.tick()?;
+                if let Some(log) = &mut bpf_log {
+                    log.flush();
+                }
             }
             _ = ticks.tick(), if interval.is_some() => {
                 drain(ring.get_mut(), &mut consumer)?;
@@ -109,5 +113,8 @@ pub async fn run<C: Consumer>(
         }
     }
     drain(ring.get_mut(), &mut consumer)?;
+    if let Some(log) = &mut bpf_log {
+        log.flush();
+    }
     Ok(consumer)
 }

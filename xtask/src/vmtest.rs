@@ -67,6 +67,7 @@ const TESTS: &[(&str, Kernels, &str)] = &[
     ("kills", Kernels::Each, ""),
     ("pressure", Kernels::Each, ""),
     ("faults", Kernels::Each, ""),
+    ("diagnostics", Kernels::Each, ""),
     ("cli", Kernels::Oldest, ""),
     ("oom_postmortem", Kernels::Oldest, ""),
     ("targeting", Kernels::Oldest, ""),

@@ -20,11 +20,32 @@ struct Args {
     /// Write 1 to this cgroup directory's cgroup.kill (cgroup v2).
     #[arg(long, value_name = "DIR")]
     cgroup_kill: Option<PathBuf>,
+    /// Send from a second thread called NAME (printing `sigkill: tid N` first), as a daemon's
+    /// worker thread would: the sender thread is then not its process.
+    #[arg(long, value_name = "NAME")]
+    from_thread: Option<String>,
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
     if let Some(name) = &args.comm {
+        set_comm(name)?;
+    }
+    match args.from_thread.clone() {
+        Some(name) => std::thread::spawn(move || {
+            set_comm(&name)?;
+            // SAFETY: gettid has no preconditions.
+            println!("sigkill: tid {}", unsafe { libc::gettid() });
+            send(&args)
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the sending thread panicked"))?,
+        None => send(&args),
+    }
+}
+
+fn set_comm(name: &str) -> Result<()> {
+    {
         let mut bytes = name.as_bytes().to_vec();
         bytes.truncate(15);
         bytes.push(0);
@@ -33,6 +54,10 @@ fn main() -> Result<()> {
             bail!("prctl(PR_SET_NAME): {}", std::io::Error::last_os_error());
         }
     }
+    Ok(())
+}
+
+fn send(args: &Args) -> Result<()> {
     if let Some(pid) = args.pid {
         // SAFETY: kill has no memory-safety preconditions.
         if unsafe { libc::kill(pid, libc::SIGKILL) } != 0 {

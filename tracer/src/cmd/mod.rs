@@ -25,9 +25,15 @@ pub fn main() -> ExitCode {
         .format(|out, record| {
             use std::io::Write as _;
             let level = record.level().as_str().to_ascii_lowercase();
+            // aya-log names the programs' records after their module (--bpf-log).
+            let source = if record.target().starts_with("memstall_ebpf") {
+                "bpf: "
+            } else {
+                ""
+            };
             writeln!(
                 out,
-                "memstall: {level}: {}",
+                "memstall: {level}: {source}{}",
                 term::escape(&record.args().to_string())
             )
         })

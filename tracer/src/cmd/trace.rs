@@ -267,6 +267,8 @@ fn load(
         memcg_events,
         latency: args.latency,
         ring_bytes: args.test_ring_bytes,
+        in_flight_entries: args.test_in_flight_entries,
+        bpf_log: args.bpf_log,
     };
     let tracer = Tracer::load(EBPF_OBJECT, &kernel, &options)?;
     // The parsed kernel BTF is tens of MiB and only needed to load: give it back now.

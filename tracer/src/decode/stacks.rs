@@ -91,9 +91,14 @@ impl Symbolizer {
     /// a task that stalls in reclaim is the likeliest to trigger an OOM kill and die of it
     /// before its record is decoded.
     pub fn remember_mappings(&mut self, tgid: u32) {
-        if tgid == 0 || self.mappings.contains_key(&tgid) {
-            return;
+        if tgid != 0 && !self.mappings.contains_key(&tgid) {
+            self.read_mappings(tgid);
         }
+    }
+
+    /// The mappings of `tgid` now, kept for after it exits (a gone process keeps what was
+    /// read last).
+    fn read_mappings(&mut self, tgid: u32) {
         let maps = fs::read_to_string(format!("/proc/{tgid}/maps")).unwrap_or_default();
         let mappings = parse_maps(&maps);
         if !mappings.is_empty() {
@@ -116,14 +121,7 @@ impl Symbolizer {
         if ips.is_empty() {
             return Vec::new();
         }
-        let maps = fs::read_to_string(format!("/proc/{tgid}/maps")).unwrap_or_default();
-        let mappings = parse_maps(&maps);
-        if !mappings.is_empty() {
-            if self.mappings.len() >= MAPPINGS_KEPT {
-                self.mappings.clear();
-            }
-            self.mappings.insert(tgid, mappings);
-        }
+        self.read_mappings(tgid);
         // While the process lives, blazesym reads its files through /proc/PID/map_files, which
         // also works for a container's mount namespace and for files deleted since.
         let source = Source::Process(Process::new(Pid::from(tgid)));

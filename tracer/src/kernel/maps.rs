@@ -7,8 +7,8 @@ use aya::{
     maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray, PerCpuHashMap, StackTraceMap},
 };
 use memstall_common::{
-    DROP_SLOTS, InFlight, KswapdTotals, LatencyKey, LatencyValue, MEMCG_SLOTS, MemcgCounterKey,
-    StallKind, names::map,
+    DIAGNOSTIC_SLOTS, DROP_SLOTS, Diagnostic, InFlight, KswapdTotals, LatencyKey, LatencyValue,
+    MEMCG_SLOTS, MemcgCounterKey, StallKind, lost_window_slot, names::map,
 };
 
 use crate::clock::BootClock;
@@ -90,6 +90,33 @@ pub fn drops(ebpf: &Ebpf) -> Result<Drops> {
         }
     }
     Ok(drops)
+}
+
+/// Unexpected states the programs counted since load.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Diagnostics {
+    /// Every kind, in [`Diagnostic::ALL`] order, zeros included.
+    pub counts: Vec<(Diagnostic, u64)>,
+    /// Stall windows lost (evicted or refused in IN_FLIGHT), by stall kind (the kinds that
+    /// lost any): the histograms miss them.
+    pub lost_windows: Vec<(StallKind, u64)>,
+}
+
+pub fn diagnostics(ebpf: &Ebpf) -> Result<Diagnostics> {
+    let slots = PerCpuArray::<_, u64>::try_from(named(ebpf, map::DIAGNOSTICS)?)?;
+    let mut totals = vec![0; DIAGNOSTIC_SLOTS as usize];
+    for (total, per_cpu) in totals.iter_mut().zip(slots.iter()) {
+        *total = sum(per_cpu?.iter());
+    }
+    let at = |slot: u32| totals.get(slot as usize).copied().unwrap_or(0);
+    Ok(Diagnostics {
+        counts: Diagnostic::ALL.map(|kind| (kind, at(kind.slot()))).to_vec(),
+        lost_windows: StallKind::ALL
+            .into_iter()
+            .map(|kind| (kind, at(lost_window_slot(kind as u32))))
+            .filter(|(_, lost)| *lost > 0)
+            .collect(),
+    })
 }
 
 pub fn memcg_counters(ebpf: &Ebpf) -> Result<MemcgCounters> {

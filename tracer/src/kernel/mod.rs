@@ -1,6 +1,7 @@
 //! The kernel side as userspace holds it: what this kernel's BTF says, loading the object
 //! with that layout, attaching every hook with its fallbacks, and reading the maps.
 pub mod attach;
+pub mod bpf_log;
 pub mod btf;
 pub mod hooks;
 pub mod maps;
@@ -19,6 +20,7 @@ use memstall_common::{
 
 use self::{
     attach::{Hook, HookStatus},
+    bpf_log::BpfLog,
     btf::KernelBtf,
     maps::{LatencyCounters, MemcgCounters},
 };
@@ -114,6 +116,12 @@ pub struct LoadOptions<'a> {
     /// A smaller ring buffer than the object's 4 MiB (bytes, a power-of-two number of pages):
     /// for tests that need it to overflow.
     pub ring_bytes: Option<u32>,
+    /// An IN_FLIGHT map of this many entries instead of 16384: for tests that need windows
+    /// lost in the kernel.
+    pub in_flight_entries: Option<u32>,
+    /// The programs log their diagnostics through aya-log (`--bpf-log`); they are counted
+    /// either way.
+    pub bpf_log: bool,
 }
 
 /// In-kernel aggregates, as totals since load.
@@ -127,6 +135,8 @@ pub struct KernelCounters {
     pub latency: LatencyCounters,
     /// Events the kernel could not queue (ring buffer full); `None` when unreadable.
     pub dropped: Option<maps::Drops>,
+    /// Unexpected states the programs survived; `None` when unreadable.
+    pub diagnostics: Option<maps::Diagnostics>,
 }
 
 /// A value read from a map, or its empty default with a warning: a summary goes out with what
@@ -143,6 +153,8 @@ fn or_warn<T: Default>(what: &str, read: Result<T>) -> T {
 pub struct Tracer {
     pub ebpf: Ebpf,
     pub hooks: Vec<HookStatus>,
+    /// The programs' log, when asked for; the event loop takes it.
+    pub bpf_log: Option<BpfLog>,
 }
 
 impl Drop for Tracer {
@@ -161,6 +173,8 @@ impl Tracer {
             memcg_events,
             latency,
             ring_bytes,
+            in_flight_entries,
+            bpf_log,
         } = *options;
         let filter = FilterConfig {
             enabled: u32::from(!watched.is_empty()),
@@ -177,6 +191,10 @@ impl Tracer {
         if let Some(bytes) = ring_bytes {
             loader.map_max_entries(map::EVENTS, bytes);
         }
+        if let Some(entries) = in_flight_entries {
+            loader.map_max_entries(map::IN_FLIGHT, entries);
+        }
+        let bpf_log_on = u32::from(bpf_log);
         let mut ebpf = loader
             .override_global(global::KERNEL_LAYOUT, &layout, true)
             .override_global(global::STACK_THRESHOLD_NS, &stack_threshold_ns, true)
@@ -184,11 +202,17 @@ impl Tracer {
             .override_global(global::FILTER, &filter, true)
             .override_global(global::OOM_CONTROL_LAYOUT, &kernel.oom_control_layout, true)
             .override_global(global::COMPACT_SKIPPED, &kernel.compact_skipped, true)
+            .override_global(global::BPF_LOG, &bpf_log_on, true)
             .load(object)
             .context("loading the eBPF object")?;
         drop(loader);
         // Before any program attaches, so no event of an unwatched cgroup slips through.
         maps::watch(&mut ebpf, watched).context("filling the cgroup filter")?;
+        let bpf_log = if bpf_log {
+            Some(BpfLog::init(&mut ebpf)?)
+        } else {
+            None
+        };
         let btf = Btf::parse_file(&kernel.btf_path, Endianness::default())
             .with_context(|| format!("parsing BTF {}", kernel.btf_path.display()))?;
         let mut hooks = vec![
@@ -205,7 +229,11 @@ impl Tracer {
         if latency {
             hooks.extend(hooks::latency::attach(&mut ebpf, &btf));
         }
-        Ok(Self { ebpf, hooks })
+        Ok(Self {
+            ebpf,
+            hooks,
+            bpf_log,
+        })
     }
 
     pub fn attached(&self) -> impl Iterator<Item = &HookStatus> {
@@ -226,6 +254,9 @@ impl Tracer {
             latency: or_warn("latency histograms", maps::latency_counters(ebpf)),
             dropped: maps::drops(ebpf)
                 .map_err(|err| log::warn!("reading the drop counter: {err:#}"))
+                .ok(),
+            diagnostics: maps::diagnostics(ebpf)
+                .map_err(|err| log::warn!("reading the diagnostics counters: {err:#}"))
                 .ok(),
         }
     }

@@ -56,6 +56,13 @@ pub struct RunSummary {
     pub dropped_stalls: BTreeMap<&'static str, u64>,
     /// Records that could not be decoded.
     pub malformed: u64,
+    /// Unexpected states the kernel side counted, every kind (`end_without_begin`,
+    /// `in_flight_full`, `tasks_full`, `task_read_failed`, `stack_id_failed`); empty when
+    /// the run had no kernel side or its counters were unreadable.
+    pub diagnostics: BTreeMap<&'static str, u64>,
+    /// Stall windows the kernel lost (end_without_begin, in_flight_full) by stall kind (the
+    /// histograms miss them).
+    pub lost_windows: BTreeMap<&'static str, u64>,
     /// `hook: how` for every hook, e.g. `oom_kill: tp_btf oom/mark_victim`.
     pub hooks: Vec<String>,
 }
@@ -186,7 +193,7 @@ impl Pipeline {
             raw.pass_scanned,
         );
         self.run.stalls += 1;
-        if self.stalls.histograms() + self.pressure.cgroups() > self.fold_at {
+        if self.held() > self.fold_at {
             self.fold_removed();
         }
         true
@@ -220,10 +227,14 @@ impl Pipeline {
         self.stalls.fold_removed(|id| cgroups.is_live(id));
         self.pressure.fold_removed(|id| cgroups.is_live(id));
         self.watched_ids.retain(|id, _| cgroups.is_live(*id));
-        // Counted as the trigger counts: pressure rows too, or a hierarchy whose live
-        // cgroups' rows pass a quarter of the histograms would rescan at every stall.
-        let held = self.stalls.histograms() + self.pressure.cgroups();
+        let held = self.held();
         self.fold_at = MAX_HISTOGRAMS.max(held + held / 4);
+    }
+
+    /// Per-cgroup state a fold bounds: the bound and the count it is compared with must be
+    /// the same sum, or live cgroups past the bound rescan the hierarchy at every stall.
+    fn held(&self) -> usize {
+        self.stalls.histograms() + self.pressure.cgroups()
     }
 
     pub fn record(&mut self, bytes: &[u8]) -> Result<()> {
@@ -320,6 +331,17 @@ impl Pipeline {
             .iter()
             .map(|(kind, lost)| (kind.name(), *lost))
             .collect();
+        let diagnostics = counters.diagnostics.unwrap_or_default();
+        self.run.diagnostics = diagnostics
+            .counts
+            .iter()
+            .map(|(kind, count)| (kind.name(), *count))
+            .collect();
+        self.run.lost_windows = diagnostics
+            .lost_windows
+            .iter()
+            .map(|(kind, lost)| (kind.name(), *lost))
+            .collect();
         self.run.hooks = hooks;
         for sink in &mut self.sinks {
             sink.finish(&self.run)?;
@@ -376,3 +398,6 @@ fn pressure_cgroups(filter: &CgroupFilter) -> Vec<String> {
 fn now_unix_ns() -> u64 {
     BootClock::new().unix_ns(BootClock::now_boot_ns())
 }
+
+#[cfg(test)]
+mod tests;

@@ -242,6 +242,8 @@ mod tests {
         sink.event(&Event::OomKill(Box::new(kill))).unwrap();
         sink.finish(&RunSummary {
             dropped: 3,
+            diagnostics: [("end_without_begin", 2), ("in_flight_full", 0)].into(),
+            lost_windows: [("memcg_reclaim", 2)].into(),
             ..Default::default()
         })
         .unwrap();
@@ -266,6 +268,11 @@ mod tests {
         }
         assert_eq!(lines[1]["type"], "run_end");
         assert_eq!(lines[1]["dropped"], 3);
+        assert_eq!(
+            lines[1]["diagnostics"],
+            serde_json::json!({"end_without_begin": 2, "in_flight_full": 0})
+        );
+        assert_eq!(lines[1]["lost_windows"]["memcg_reclaim"], 2);
     }
 
     #[test]

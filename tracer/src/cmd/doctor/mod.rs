@@ -5,6 +5,7 @@ use std::{
     fs,
     io::{self, Write as _},
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use anyhow::{Result, bail};
@@ -284,8 +285,9 @@ fn uname() -> Result<String, String> {
     Ok(format!("{} ({})", field(&uts.release), field(&uts.machine)))
 }
 
-/// Every check, in the order an on-call engineer reads them.
-pub fn collect(btf: &Path) -> Vec<Check> {
+/// Every check, in the order an on-call engineer reads them; `watch`: keep the hooks
+/// attached a while with the programs' log on (`-v`).
+pub fn collect(btf: &Path, watch: Option<Duration>) -> Vec<Check> {
     let mut checks = vec![match uname() {
         Ok(release) => sys("kernel", Good, release),
         Err(why) => sys("kernel", Warn, format!("uname failed: {why}")),
@@ -317,7 +319,7 @@ pub fn collect(btf: &Path) -> Vec<Check> {
         }
     });
     match (privileged, &btf_size) {
-        (true, Ok(_)) => checks.extend(hook_checks(btf)),
+        (true, Ok(_)) => checks.extend(hook_checks(btf, watch)),
         (false, _) => checks.push(new(
             CheckKind::Hook,
             "hooks",
@@ -339,8 +341,10 @@ pub fn collect(btf: &Path) -> Vec<Check> {
     checks
 }
 
-/// Loads the object and attaches every hook, opt-in ones included, as `memstall` would.
-fn hook_checks(btf: &Path) -> Vec<Check> {
+/// Loads the object and attaches every hook, opt-in ones included, as `memstall` would;
+/// with `watch`, keeps them attached that long, the programs' log on, and counts what they
+/// ran into.
+fn hook_checks(btf: &Path, watch: Option<Duration>) -> Vec<Check> {
     let fail = |why: String| new(CheckKind::Hook, "hooks", Fail, why);
     let kernel = match KernelInfo::read(btf, false) {
         Ok(kernel) => kernel,
@@ -353,10 +357,17 @@ fn hook_checks(btf: &Path) -> Vec<Check> {
     let options = LoadOptions {
         memcg_events: true,
         latency: true,
+        bpf_log: watch.is_some(),
         ..LoadOptions::default()
     };
     match Tracer::load(EBPF_OBJECT, &kernel, &options) {
-        Ok(tracer) => checks.extend(tracer.hooks.iter().map(hook_check)),
+        Ok(mut tracer) => {
+            checks.extend(tracer.hooks.iter().map(hook_check));
+            if let Some(period) = watch {
+                let seen = watch::hooks(&mut tracer, period);
+                checks.push(watch::diagnostics_check(seen.as_ref(), period));
+            }
+        }
         Err(err) => checks.push(fail(format!("the eBPF object did not load: {err:#}"))),
     }
     checks
@@ -369,8 +380,11 @@ struct Report<'a> {
     checks: &'a [Check],
 }
 
+/// How long `doctor -v` lets the hooks run.
+const WATCH: Duration = Duration::from_secs(1);
+
 pub fn run(args: &DoctorArgs) -> Result<()> {
-    let checks = collect(&args.btf);
+    let checks = collect(&args.btf, args.verbose.then_some(WATCH));
     let failing = failing(&checks);
     let mut out = String::new();
     if args.json {
@@ -404,3 +418,4 @@ pub fn run(args: &DoctorArgs) -> Result<()> {
 
 #[cfg(test)]
 mod tests;
+mod watch;

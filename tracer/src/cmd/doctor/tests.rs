@@ -146,9 +146,37 @@ fn parses() {
     use clap::Parser as _;
     let cli = crate::cli::Cli::try_parse_from(["memstall", "doctor", "--json"]).unwrap();
     match cli.command {
-        Some(crate::cli::Command::Doctor(args)) => assert!(args.json),
+        Some(crate::cli::Command::Doctor(args)) => assert!(args.json && !args.verbose),
         other => panic!("{other:?}"),
     }
+    let cli = crate::cli::Cli::try_parse_from(["memstall", "doctor", "-v"]).unwrap();
+    assert!(matches!(cli.command, Some(crate::cli::Command::Doctor(a)) if a.verbose));
+}
+
+#[test]
+fn diagnostics_seen_while_watching() {
+    use memstall_common::{Diagnostic, StallKind};
+
+    use crate::kernel::maps::Diagnostics;
+    let second = Duration::from_secs(1);
+    let clean = Diagnostics {
+        counts: Diagnostic::ALL.map(|kind| (kind, 0)).to_vec(),
+        lost_windows: Vec::new(),
+    };
+    let check = watch::diagnostics_check(Some(&clean), second);
+    assert_eq!((check.status, check.kind), (Good, CheckKind::Probe));
+    assert_eq!(check.name, "diagnostics");
+    let mut lost = clean.clone();
+    lost.counts[0].1 = 3;
+    lost.lost_windows = vec![(StallKind::MemcgReclaim, 3)];
+    let check = watch::diagnostics_check(Some(&lost), second);
+    assert_eq!(check.status, Warn);
+    assert!(
+        check.detail.starts_with("in 1.0 s: end_without_begin 3 ("),
+        "{}",
+        check.detail
+    );
+    assert_eq!(watch::diagnostics_check(None, second).status, Warn);
 }
 
 #[test]

@@ -220,6 +220,30 @@ impl<W: Write> Sink for HumanSink<W> {
                     .context("writing to stdout")?;
             }
             writeln!(self.out).context("writing to stdout")?;
+            let seen: Vec<String> = run
+                .diagnostics
+                .iter()
+                .filter(|(_, count)| **count > 0)
+                .map(|(kind, count)| format!("{kind} {count}"))
+                .collect();
+            if !seen.is_empty() {
+                let lost: Vec<String> = run
+                    .lost_windows
+                    .iter()
+                    .map(|(kind, lost)| format!("{kind} {lost}"))
+                    .collect();
+                let lost = if lost.is_empty() {
+                    String::new()
+                } else {
+                    format!("; stalls lost: {}", lost.join(", "))
+                };
+                writeln!(
+                    self.out,
+                    "kernel diagnostics: {}{lost} (--bpf-log shows them as they happen)",
+                    seen.join(", ")
+                )
+                .context("writing to stdout")?;
+            }
         }
         self.out.flush().context("writing to stdout")
     }
@@ -363,6 +387,28 @@ mod tests {
             text.contains(
                 "        32 -> 63       : 1        |********************                    |"
             ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn run_end_names_kernel_diagnostics_only_when_seen() {
+        let mut run = RunSummary {
+            hooks: vec!["memcg_reclaim: tp_btf vmscan".into()],
+            diagnostics: [("end_without_begin", 0), ("in_flight_full", 0)].into(),
+            ..Default::default()
+        };
+        let mut sink = HumanSink::new(Vec::new());
+        sink.finish(&run).unwrap();
+        let text = String::from_utf8(sink.out).unwrap();
+        assert!(!text.contains("diagnostics"), "{text}");
+        run.diagnostics.insert("end_without_begin", 4);
+        run.lost_windows.insert("memcg_reclaim", 4);
+        let mut sink = HumanSink::new(Vec::new());
+        sink.finish(&run).unwrap();
+        let text = String::from_utf8(sink.out).unwrap();
+        assert!(
+            text.contains("kernel diagnostics: end_without_begin 4; stalls lost: memcg_reclaim 4"),
             "{text}"
         );
     }
