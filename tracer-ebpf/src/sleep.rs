@@ -30,7 +30,8 @@ fn sched_switch<C: Args>(ctx: &C) {
     if layout.valid == 0 {
         return;
     }
-    let t = now();
+    // This runs at every context switch: the clock is read only for a switch that ends or
+    // starts a stall, not for the many that do neither.
     let (prev, next) = (ctx.u64_arg(1), ctx.u64_arg(2));
     // The switch-in: `next` runs again, its sleep (if it was a stall) is over.
     let next_tid: u32 = read(next, layout.task_pid).unwrap_or(0);
@@ -43,7 +44,7 @@ fn sched_switch<C: Args>(ctx: &C) {
             let stall = Stall {
                 kind,
                 start_ns: start,
-                end_ns: t,
+                end_ns: now(),
                 nr_reclaimed: 0,
                 reason: 0,
                 detail: 0,
@@ -64,13 +65,13 @@ fn sched_switch<C: Args>(ctx: &C) {
     match TASKS.get_ptr_mut(&prev_tid) {
         // Inside a reclaim or compaction: the start of a throttle, not a stall of its own.
         // SAFETY: the value stays valid for the program's run.
-        Some(state) if unsafe { (*state).open } != 0 => unsafe { (*state).last_sleep = t },
+        Some(state) if unsafe { (*state).open } != 0 => unsafe { (*state).last_sleep = now() },
         Some(state) => {
             if let Some(kind) = sleep_kind(&layout, prev) {
                 // SAFETY: as above.
                 unsafe {
                     (*state).sleep_kind = kind as u32;
-                    (*state).sleep_start = t;
+                    (*state).sleep_start = now();
                 }
             }
         }
@@ -78,7 +79,7 @@ fn sched_switch<C: Args>(ctx: &C) {
             if let Some(kind) = sleep_kind(&layout, prev) {
                 let state = TaskState {
                     sleep_kind: kind as u32,
-                    sleep_start: t,
+                    sleep_start: now(),
                     ..TaskState::default()
                 };
                 insert_task(prev_tid, &state);

@@ -41,8 +41,13 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
-    /// Overhead benchmark (tracer on vs off, against bpftrace); writes bench/results.md.
-    Bench,
+    /// Overhead benchmark (tracer on vs off, against bpftrace, with intervals); writes
+    /// bench/results.md and compares with the previous run.
+    Bench {
+        /// A smoke run: a quarter of the work, 5 rounds; results go to target/bench.
+        #[arg(long)]
+        quick: bool,
+    },
     /// Formatting, clippy (warnings are errors) and the stage order of tracer/src.
     Lint,
     /// Every fuzz target for a bounded time (cargo-fuzz with the pinned nightly).
@@ -186,7 +191,7 @@ fn main() -> ExitCode {
             let status = command.args(&args).status().context("starting memstall")?;
             std::process::exit(status.code().unwrap_or(1));
         }),
-        Task::Bench => setup::setup().and_then(|()| bench::bench()),
+        Task::Bench { quick } => setup::setup().and_then(|()| bench::bench(quick)),
         Task::Lint => setup::setup().and_then(|()| lint::lint()),
         Task::Fuzz { seconds } => setup::setup().and_then(|()| fuzz::fuzz(seconds)),
         Task::Test { args } => setup::setup().and_then(|()| {

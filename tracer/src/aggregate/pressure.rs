@@ -78,11 +78,11 @@ pub struct PressureAggregator {
 }
 
 /// Length of the union of `windows` (sorted by start here).
-fn union_ns(mut windows: Vec<(u64, u64)>) -> u64 {
+fn union_ns(windows: &mut [Window]) -> u64 {
     windows.sort_unstable();
     let mut covered = 0u64;
     let mut reach = 0u64;
-    for (start, end) in windows {
+    for &mut (start, end) in windows {
         let start = start.max(reach);
         if end > start {
             covered = covered.saturating_add(end - start);
@@ -118,21 +118,25 @@ impl PressureAggregator {
         // Windows of this task that overlap this one are inside it (nesting), or stick out of
         // it by measurement error: either way only their overlap is this window's, and the
         // task's total stays the union of its windows.
-        let (inner, rest): (Vec<Window>, Vec<Window>) =
-            kept.iter().partition(|(s, e)| *s < end_ns && *e > start_ns);
-        let inner = inner
-            .into_iter()
-            .map(|(s, e)| (s.max(start_ns), e.min(end_ns)))
-            .collect();
-        *kept = rest
-            .into_iter()
-            .filter(|w| w.1.saturating_add(KEPT_NS) >= end_ns)
-            .collect();
+        // In place, on the stack: this runs for every stall record.
+        let mut inner: [Window; KEPT_PER_TASK] = [(0, 0); KEPT_PER_TASK];
+        let mut overlapping = 0;
+        kept.retain(|&(s, e)| {
+            if s < end_ns && e > start_ns {
+                if let Some(slot) = inner.get_mut(overlapping) {
+                    *slot = (s.max(start_ns), e.min(end_ns));
+                    overlapping += 1;
+                }
+                false
+            } else {
+                e.saturating_add(KEPT_NS) >= end_ns
+            }
+        });
         kept.push_back((start_ns, end_ns));
         while kept.len() > KEPT_PER_TASK {
             kept.pop_front();
         }
-        let exclusive = (end_ns - start_ns).saturating_sub(union_ns(inner));
+        let exclusive = (end_ns - start_ns).saturating_sub(union_ns(&mut inner[..overlapping]));
         let cgroup = self.interval.entry(memcg_id).or_default();
         cgroup.stall_ns = cgroup.stall_ns.saturating_add(exclusive);
         let cause = &mut cgroup.by_cause[kind as usize];

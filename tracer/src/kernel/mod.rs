@@ -8,7 +8,7 @@ pub mod maps;
 pub mod preflight;
 pub mod tracefs;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 use aya::{Btf, Ebpf, EbpfLoader, Endianness};
@@ -27,7 +27,8 @@ use self::{
 
 /// What programs need to know about the running kernel.
 pub struct KernelInfo {
-    pub aya_btf: Btf,
+    /// The BTF file: attaching parses it again with aya, once the object is loaded.
+    pub btf_path: PathBuf,
     pub layout: Result<KernelLayout, String>,
     /// enum vm_event_item numbers of every memcg counter, fault slots included.
     memcg_items: MemcgItems,
@@ -45,8 +46,6 @@ pub struct KernelInfo {
 
 impl KernelInfo {
     pub fn read(btf_path: &Path, force_tracepoints: bool) -> Result<Self> {
-        // One parse of vmlinux BTF at a time: btf-rs answers the layout questions and is gone
-        // before aya parses its own copy (each holds tens of MiB).
         let (layout, memcg_items, oom_control_layout, mark_victim_passes_task, functions) = {
             let btf = KernelBtf::open(btf_path)?;
             // SAFETY: sysconf has no memory-safety preconditions.
@@ -66,10 +65,8 @@ impl KernelInfo {
             )
         };
         let (compact_args, compact_skipped, swapin_function) = functions;
-        let aya_btf = Btf::parse_file(btf_path, Endianness::default())
-            .with_context(|| format!("parsing BTF {}", btf_path.display()))?;
         Ok(Self {
-            aya_btf,
+            btf_path: btf_path.to_owned(),
             layout,
             memcg_items,
             oom_control_layout,
@@ -184,24 +181,31 @@ impl Tracer {
             descendants: u32::from(descendants),
         };
         let layout = kernel.layout.clone().unwrap_or_default();
+        // EbpfLoader::new() parses the kernel's BTF whatever it is told later (tens of MiB
+        // at its peak, the start-up peak when it overlapped another parse). The object has no
+        // CO-RE relocations (a test holds it to that), so loading needs no kernel BTF: drop
+        // the loader's copy at once and parse one copy, for attaching, after loading.
+        let memcg_items = kernel.memcg_items(count_faults);
         let mut loader = EbpfLoader::new();
+        loader.btf(None);
         if let Some(bytes) = ring_bytes {
             loader.map_max_entries(map::EVENTS, bytes);
         }
         if let Some(entries) = in_flight_entries {
             loader.map_max_entries(map::IN_FLIGHT, entries);
         }
+        let bpf_log_on = u32::from(bpf_log);
         let mut ebpf = loader
-            .btf(Some(&kernel.aya_btf))
             .override_global(global::KERNEL_LAYOUT, &layout, true)
             .override_global(global::STACK_THRESHOLD_NS, &stack_threshold_ns, true)
-            .override_global(global::MEMCG_ITEMS, &kernel.memcg_items(count_faults), true)
+            .override_global(global::MEMCG_ITEMS, &memcg_items, true)
             .override_global(global::FILTER, &filter, true)
             .override_global(global::OOM_CONTROL_LAYOUT, &kernel.oom_control_layout, true)
             .override_global(global::COMPACT_SKIPPED, &kernel.compact_skipped, true)
-            .override_global(global::BPF_LOG, &u32::from(bpf_log), true)
+            .override_global(global::BPF_LOG, &bpf_log_on, true)
             .load(object)
             .context("loading the eBPF object")?;
+        drop(loader);
         // Before any program attaches, so no event of an unwatched cgroup slips through.
         maps::watch(&mut ebpf, watched).context("filling the cgroup filter")?;
         let bpf_log = if bpf_log {
@@ -209,19 +213,21 @@ impl Tracer {
         } else {
             None
         };
+        let btf = Btf::parse_file(&kernel.btf_path, Endianness::default())
+            .with_context(|| format!("parsing BTF {}", kernel.btf_path.display()))?;
         let mut hooks = vec![
-            hooks::oom::attach(&mut ebpf, kernel),
-            hooks::kill::attach(&mut ebpf, kernel),
+            hooks::oom::attach(&mut ebpf, kernel, &btf),
+            hooks::kill::attach(&mut ebpf, kernel, &btf),
         ];
-        hooks.extend(hooks::reclaim::attach(&mut ebpf, kernel));
+        hooks.extend(hooks::reclaim::attach(&mut ebpf, kernel, &btf));
         if memcg_events {
-            hooks.push(hooks::memcg::attach(&mut ebpf, kernel));
+            hooks.push(hooks::memcg::attach(&mut ebpf, kernel, &btf));
         }
-        hooks.extend(hooks::sleep::attach(&mut ebpf, kernel));
-        hooks.extend(hooks::compaction::attach(&mut ebpf, kernel));
-        hooks.push(hooks::oom::attach_context(&mut ebpf, kernel));
+        hooks.extend(hooks::sleep::attach(&mut ebpf, kernel, &btf));
+        hooks.extend(hooks::compaction::attach(&mut ebpf, kernel, &btf));
+        hooks.push(hooks::oom::attach_context(&mut ebpf, kernel, &btf));
         if latency {
-            hooks.extend(hooks::latency::attach(&mut ebpf, kernel));
+            hooks.extend(hooks::latency::attach(&mut ebpf, &btf));
         }
         Ok(Self {
             ebpf,
@@ -290,6 +296,11 @@ mod tests {
         for name in global::ALL {
             assert!(symbols.contains(name), "global {name} missing");
         }
+        // Tracer::load gives the loader no kernel BTF: it would skip these relocations.
+        assert!(
+            !obj.has_btf_relocations(),
+            "the object has CO-RE relocations: load it with the kernel's BTF"
+        );
     }
 
     fn privileged() -> bool {
@@ -304,11 +315,8 @@ mod tests {
             crate::testing::skip("needs root and kernel BTF");
             return;
         }
-        let kernel = KernelInfo::read(Path::new(VMLINUX_BTF), false).unwrap();
-        let mut ebpf = EbpfLoader::new()
-            .btf(Some(&kernel.aya_btf))
-            .load(EBPF_OBJECT)
-            .unwrap();
+        let btf = Btf::parse_file(VMLINUX_BTF, Endianness::default()).unwrap();
+        let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT).unwrap();
         let err = attach_tracepoint(
             &mut ebpf,
             program::OOM_MARK_VICTIM_TP,
@@ -323,7 +331,7 @@ mod tests {
             &mut ebpf,
             program::OOM_MARK_VICTIM_BTF,
             "no_such_event",
-            &kernel.aya_btf,
+            &btf,
         )
         .unwrap_err();
         assert!(

@@ -9,7 +9,7 @@ use crate::kernel::{
 
 fn window(
     ebpf: &mut aya::Ebpf,
-    kernel: &KernelInfo,
+    btf: &aya::Btf,
     hook: Hook,
     (enter, exit): (&str, &str),
     function: Result<&str, String>,
@@ -17,8 +17,8 @@ fn window(
 ) -> HookStatus {
     let attached = match function {
         Err(why) => Err(why),
-        Ok(function) => attach_fentry(ebpf, enter, function, &kernel.aya_btf)
-            .and_then(|()| attach_fexit(ebpf, exit, function, &kernel.aya_btf))
+        Ok(function) => attach_fentry(ebpf, enter, function, btf)
+            .and_then(|()| attach_fexit(ebpf, exit, function, btf))
             .map(|()| format!("fentry/fexit {function}"))
             .map_err(|e| format!("{e:#}")),
     };
@@ -29,11 +29,11 @@ fn window(
     }
 }
 
-pub fn attach(ebpf: &mut aya::Ebpf, kernel: &KernelInfo) -> Vec<HookStatus> {
+pub fn attach(ebpf: &mut aya::Ebpf, kernel: &KernelInfo, btf: &aya::Btf) -> Vec<HookStatus> {
     vec![
         window(
             ebpf,
-            kernel,
+            btf,
             Hook::Compaction,
             (program::COMPACT_ENTER, program::COMPACT_EXIT),
             kernel.compaction_function.clone(),
@@ -41,7 +41,7 @@ pub fn attach(ebpf: &mut aya::Ebpf, kernel: &KernelInfo) -> Vec<HookStatus> {
         ),
         window(
             ebpf,
-            kernel,
+            btf,
             Hook::Swapin,
             (program::SWAPIN_ENTER, program::SWAPIN_EXIT),
             kernel

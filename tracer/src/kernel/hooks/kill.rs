@@ -6,7 +6,7 @@ use crate::kernel::{
     attach::{Hook, HookStatus, attach_btf_or_raw},
 };
 
-pub fn attach(ebpf: &mut aya::Ebpf, kernel: &KernelInfo) -> HookStatus {
+pub fn attach(ebpf: &mut aya::Ebpf, kernel: &KernelInfo, btf: &aya::Btf) -> HookStatus {
     let attached = if let Err(why) = &kernel.layout {
         // The program reads the target's task_struct: without the layout it knows nobody.
         Err(format!("kernel layout: {why}"))
@@ -15,7 +15,7 @@ pub fn attach(ebpf: &mut aya::Ebpf, kernel: &KernelInfo) -> HookStatus {
             ebpf,
             program::SIGNAL_GENERATE,
             "signal_generate",
-            &kernel.aya_btf,
+            btf,
             kernel.force_tracepoints,
         )
         .map_err(|e| format!("{e:#}"))

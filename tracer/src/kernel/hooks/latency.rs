@@ -2,13 +2,10 @@
 //! allows trampolines.
 use memstall_common::names::program;
 
-use crate::kernel::{
-    KernelInfo,
-    attach::{Hook, HookStatus, attach_fentry, attach_fexit},
-};
+use crate::kernel::attach::{Hook, HookStatus, attach_fentry, attach_fexit};
 
 /// Attaches the pairs; on kernels that refuse trampolines both are unavailable.
-pub fn attach(ebpf: &mut aya::Ebpf, kernel: &KernelInfo) -> Vec<HookStatus> {
+pub fn attach(ebpf: &mut aya::Ebpf, btf: &aya::Btf) -> Vec<HookStatus> {
     [
         (
             Hook::ChargeLatency,
@@ -23,8 +20,8 @@ pub fn attach(ebpf: &mut aya::Ebpf, kernel: &KernelInfo) -> Vec<HookStatus> {
     ]
     .into_iter()
     .map(|(hook, (enter, exit), function)| {
-        let attached = attach_fentry(ebpf, enter, function, &kernel.aya_btf)
-            .and_then(|()| attach_fexit(ebpf, exit, function, &kernel.aya_btf))
+        let attached = attach_fentry(ebpf, enter, function, btf)
+            .and_then(|()| attach_fexit(ebpf, exit, function, btf))
             .map(|()| format!("fentry/fexit {function}"))
             .map_err(|e| format!("{e:#}"));
         HookStatus {

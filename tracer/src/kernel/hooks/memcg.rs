@@ -6,12 +6,12 @@ use crate::kernel::{
     attach::{Hook, HookStatus, attach_btf_or_raw},
 };
 
-pub fn attach(ebpf: &mut aya::Ebpf, kernel: &KernelInfo) -> HookStatus {
+pub fn attach(ebpf: &mut aya::Ebpf, kernel: &KernelInfo, btf: &aya::Btf) -> HookStatus {
     let attached = attach_btf_or_raw(
         ebpf,
         program::COUNT_MEMCG_EVENTS,
         "count_memcg_events",
-        &kernel.aya_btf,
+        btf,
         kernel.force_tracepoints,
     );
     let (attached, notes) = match attached {

@@ -15,7 +15,7 @@ use crate::kernel::{
 
 /// tp_btf where mark_victim passes the victim's task_struct (every field straight from the
 /// task, including its memcg), else the classic tracepoint's record.
-pub fn attach(ebpf: &mut aya::Ebpf, kernel: &KernelInfo) -> HookStatus {
+pub fn attach(ebpf: &mut aya::Ebpf, kernel: &KernelInfo, btf: &aya::Btf) -> HookStatus {
     let mut notes = Vec::new();
     let btf_usable = match (&kernel.layout, &kernel.mark_victim_passes_task) {
         _ if kernel.force_tracepoints => Err("--force-tracepoints".into()),
@@ -25,13 +25,8 @@ pub fn attach(ebpf: &mut aya::Ebpf, kernel: &KernelInfo) -> HookStatus {
         (Ok(_), Ok(true)) => Ok(()),
     };
     let btf_result = btf_usable.and_then(|()| {
-        attach_tp_btf(
-            ebpf,
-            program::OOM_MARK_VICTIM_BTF,
-            "mark_victim",
-            &kernel.aya_btf,
-        )
-        .map_err(|e| format!("{e:#}"))
+        attach_tp_btf(ebpf, program::OOM_MARK_VICTIM_BTF, "mark_victim", btf)
+            .map_err(|e| format!("{e:#}"))
     });
     match btf_result {
         Ok(()) => {
@@ -63,7 +58,7 @@ pub fn attach(ebpf: &mut aya::Ebpf, kernel: &KernelInfo) -> HookStatus {
 
 /// fentry on oom_kill_process(), for the kill's exact oom_control; trampolines are not
 /// available on every kernel, and the kill is still reported without it.
-pub fn attach_context(ebpf: &mut aya::Ebpf, kernel: &KernelInfo) -> HookStatus {
+pub fn attach_context(ebpf: &mut aya::Ebpf, kernel: &KernelInfo, btf: &aya::Btf) -> HookStatus {
     let attached = if kernel.oom_control_layout.valid == 0 {
         Err("struct oom_control not in kernel BTF".to_owned())
     } else {
@@ -71,7 +66,7 @@ pub fn attach_context(ebpf: &mut aya::Ebpf, kernel: &KernelInfo) -> HookStatus {
             ebpf,
             program::OOM_KILL_PROCESS_ENTRY,
             "oom_kill_process",
-            &kernel.aya_btf,
+            btf,
         )
         .map(|()| "fentry oom_kill_process".to_owned())
         .map_err(|e| format!("{e:#}; OOM scores are reconstructed from the kernel log"))

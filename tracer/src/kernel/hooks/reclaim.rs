@@ -68,7 +68,7 @@ const HOOKS: &[(Hook, &[(&str, &str)])] = &[
 ];
 
 /// Attaches every vmscan hook, tp_btf first and raw_tp where tp_btf fails; one status per group.
-pub fn attach(ebpf: &mut aya::Ebpf, kernel: &KernelInfo) -> Vec<HookStatus> {
+pub fn attach(ebpf: &mut aya::Ebpf, kernel: &KernelInfo, btf: &aya::Btf) -> Vec<HookStatus> {
     HOOKS
         .iter()
         .map(|&(hook, programs)| {
@@ -76,13 +76,7 @@ pub fn attach(ebpf: &mut aya::Ebpf, kernel: &KernelInfo) -> Vec<HookStatus> {
             let mut notes = Vec::new();
             let mut failure = None;
             for (base, tracepoint) in programs {
-                match attach_btf_or_raw(
-                    ebpf,
-                    base,
-                    tracepoint,
-                    &kernel.aya_btf,
-                    kernel.force_tracepoints,
-                ) {
+                match attach_btf_or_raw(ebpf, base, tracepoint, btf, kernel.force_tracepoints) {
                     Ok((via, note)) => {
                         vias.push(via);
                         notes.extend(note);

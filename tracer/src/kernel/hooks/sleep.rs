@@ -9,7 +9,7 @@ use crate::kernel::{
 
 /// One status per hook: the sleeps need sched_switch and PSI's task bits; dirty throttling
 /// needs sched_switch too (its sleep ends there).
-pub fn attach(ebpf: &mut aya::Ebpf, kernel: &KernelInfo) -> Vec<HookStatus> {
+pub fn attach(ebpf: &mut aya::Ebpf, kernel: &KernelInfo, btf: &aya::Btf) -> Vec<HookStatus> {
     let bits = kernel
         .layout
         .as_ref()
@@ -18,7 +18,7 @@ pub fn attach(ebpf: &mut aya::Ebpf, kernel: &KernelInfo) -> Vec<HookStatus> {
         ebpf,
         program::SCHED_SWITCH,
         "sched_switch",
-        &kernel.aya_btf,
+        btf,
         kernel.force_tracepoints,
     );
     let switch_ok = switch.is_ok();
@@ -33,7 +33,7 @@ pub fn attach(ebpf: &mut aya::Ebpf, kernel: &KernelInfo) -> Vec<HookStatus> {
             ebpf,
             program::BALANCE_DIRTY_PAGES,
             "balance_dirty_pages",
-            &kernel.aya_btf,
+            btf,
             kernel.force_tracepoints,
         )
     } else {

@@ -2,23 +2,27 @@
 //!
 //! aya-ebpf cannot emit CO-RE relocations, so the programs read kernel memory at offsets we
 //! resolve here and hand them as the `KERNEL_LAYOUT` global.
+mod raw;
+
 use std::path::Path;
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use btf_rs::{Btf, Struct, Type};
-use fallible_iterator::FallibleIterator as _;
 use memstall_common::KernelLayout;
+
+use self::raw::{Kind, RawBtf, Type};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 pub struct KernelBtf {
-    btf: Btf,
+    btf: RawBtf,
 }
 
 impl KernelBtf {
     pub fn open(path: &Path) -> Result<Self> {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("reading BTF {}", path.display()))?;
         let btf =
-            Btf::from_file(path).with_context(|| format!("parsing BTF {}", path.display()))?;
+            RawBtf::parse(bytes).with_context(|| format!("parsing BTF {}", path.display()))?;
         Ok(Self { btf })
     }
 
@@ -26,60 +30,46 @@ impl KernelBtf {
     #[cfg(feature = "fuzz")]
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         Ok(Self {
-            btf: Btf::from_bytes(bytes).context("parsing BTF")?,
+            btf: RawBtf::parse(bytes.to_vec()).context("parsing BTF")?,
         })
     }
 
-    fn named_struct(&self, name: &str) -> Result<Struct> {
+    fn named_struct(&self, name: &str) -> Result<Type<'_>> {
         self.btf
-            .resolve_types_by_name(name)
-            .with_context(|| format!("looking up struct {name}"))?
-            .into_iter()
-            .find_map(|ty| match ty {
-                Type::Struct(st) => Some(st),
-                _ => None,
-            })
+            .find(name, Kind::Struct)
             .ok_or_else(|| anyhow!("struct {name} not in kernel BTF"))
     }
 
-    /// Skips typedefs and qualifiers down to the type that has a shape.
-    fn strip(&self, mut ty: Type) -> Result<Type> {
-        loop {
-            ty = match &ty {
-                Type::Typedef(_)
-                | Type::Volatile(_)
-                | Type::Const(_)
-                | Type::Restrict(_)
-                | Type::TypeTag(_) => {
-                    let inner = ty
-                        .as_btf_type()
-                        .ok_or_else(|| anyhow!("qualifier without type"))?;
-                    self.btf.resolve_chained_type(inner)?
+    /// The type `id` refers to, past typedefs and qualifiers: the one that has a shape.
+    fn strip(&self, mut id: u32) -> Result<Type<'_>> {
+        // A chain longer than this is a loop in malformed BTF.
+        for _ in 0..64 {
+            let ty = self.btf.ty(id)?;
+            match ty.kind {
+                Kind::Typedef | Kind::Volatile | Kind::Const | Kind::Restrict | Kind::TypeTag => {
+                    id = ty.size_or_type;
                 }
                 _ => return Ok(ty),
             }
         }
+        bail!("BTF type {id}: qualifier chain too long")
     }
 
     /// Byte offset and type of `field` in `st`, looking through anonymous structs and unions
     /// (mm_struct keeps its fields in one).
-    fn member(&self, st: &Struct, field: &str) -> Result<Option<(u32, Type)>> {
-        for member in &st.members {
-            let name = self.btf.resolve_name(member).unwrap_or_default();
-            let bit_offset = member.bit_offset();
+    fn member(&self, st: &Type<'_>, field: &str) -> Result<Option<(u32, Type<'_>)>> {
+        for member in st.members() {
+            let name = self.btf.name(member.name_off).unwrap_or_default();
             if name == field {
-                if bit_offset % 8 != 0 {
+                if member.bit_offset % 8 != 0 {
                     bail!("field {field} is a bitfield");
                 }
-                let ty = self.strip(self.btf.resolve_chained_type(member)?)?;
-                return Ok(Some((bit_offset / 8, ty)));
+                return Ok(Some((member.bit_offset / 8, self.strip(member.type_id)?)));
             }
             if name.is_empty() {
-                let inner = self.strip(self.btf.resolve_chained_type(member)?)?;
-                if let Type::Struct(inner) | Type::Union(inner) = inner
-                    && let Some((offset, ty)) = self.member(&inner, field)?
-                {
-                    return Ok(Some((bit_offset / 8 + offset, ty)));
+                let inner = self.strip(member.type_id)?;
+                if let Some((offset, ty)) = self.member(&inner, field)? {
+                    return Ok(Some((member.bit_offset / 8 + offset, ty)));
                 }
             }
         }
@@ -87,19 +77,16 @@ impl KernelBtf {
     }
 
     /// Bit offset of `field` in `st`, bitfields included, through anonymous members.
-    fn member_bit(&self, st: &Struct, field: &str) -> Result<Option<u32>> {
-        for member in &st.members {
-            let name = self.btf.resolve_name(member).unwrap_or_default();
+    fn member_bit(&self, st: &Type<'_>, field: &str) -> Result<Option<u32>> {
+        for member in st.members() {
+            let name = self.btf.name(member.name_off).unwrap_or_default();
             if name == field {
-                return Ok(Some(member.bit_offset()));
+                return Ok(Some(member.bit_offset));
             }
-            if name.is_empty() {
-                let inner = self.strip(self.btf.resolve_chained_type(member)?)?;
-                if let Type::Struct(inner) | Type::Union(inner) = inner
-                    && let Some(bit) = self.member_bit(&inner, field)?
-                {
-                    return Ok(Some(member.bit_offset() + bit));
-                }
+            if name.is_empty()
+                && let Some(bit) = self.member_bit(&self.strip(member.type_id)?, field)?
+            {
+                return Ok(Some(member.bit_offset + bit));
             }
         }
         Ok(None)
@@ -123,19 +110,9 @@ impl KernelBtf {
     /// How many parameters kernel function `name` takes (where an fexit program finds its
     /// return value).
     pub fn parameter_count(&self, name: &str) -> Option<u32> {
-        let func = self
-            .btf
-            .resolve_types_by_name(name)
-            .ok()?
-            .into_iter()
-            .find(|ty| matches!(ty, Type::Func(_)))?;
-        let Type::Func(func) = func else {
-            return None;
-        };
-        match self.btf.resolve_chained_type(&func).ok()? {
-            Type::FuncProto(proto) => u32::try_from(proto.parameters.len()).ok(),
-            _ => None,
-        }
+        let func = self.btf.find(name, Kind::Func)?;
+        let proto = self.btf.ty(func.size_or_type).ok()?;
+        (proto.kind == Kind::FuncProto).then(|| proto.parameters().count() as u32)
     }
 
     /// The value of enumerator `name`, where BTF has it.
@@ -148,7 +125,7 @@ impl KernelBtf {
         self.parameter_count(name).is_some()
     }
 
-    fn offset(&self, struct_name: &str, field: &str) -> Result<(u32, Type)> {
+    fn offset(&self, struct_name: &str, field: &str) -> Result<(u32, Type<'_>)> {
         let st = self.named_struct(struct_name)?;
         self.member(&st, field)?
             .ok_or_else(|| anyhow!("{struct_name}.{field} not in kernel BTF"))
@@ -158,33 +135,28 @@ impl KernelBtf {
         self.offset(struct_name, field).map(|(offset, _)| offset)
     }
 
-    fn size_of(&self, ty: &Type) -> Result<u32> {
-        Ok(match ty {
-            Type::Struct(st) | Type::Union(st) => st.size() as u32,
-            Type::Int(int) => int.size() as u32,
-            Type::Ptr(_) => 8,
-            Type::Enum(e) => e.size() as u32,
-            Type::Array(array) => {
-                let inner = self.strip(self.btf.resolve_chained_type(array)?)?;
-                self.size_of(&inner)? * array.len() as u32
+    fn size_of(&self, ty: &Type<'_>) -> Result<u32> {
+        Ok(match ty.kind {
+            Kind::Struct | Kind::Union | Kind::Int | Kind::Enum | Kind::Enum64 => ty.size_or_type,
+            Kind::Ptr => 8,
+            Kind::Array => {
+                let (element, len) = ty.array().ok_or_else(|| anyhow!("array without shape"))?;
+                self.size_of(&self.strip(element)?)?.saturating_mul(len)
             }
-            other => bail!("no size for BTF type {}", other.name()),
+            other => bail!("no size for BTF kind {other:?}"),
         })
     }
 
     /// Value of an enumerator, searching every enum (the MM_* counters live in an anonymous one).
     fn enumerator(&self, name: &str) -> Result<u32> {
-        let mut types = self.btf.type_iter();
-        while let Some(ty) = types.next()? {
-            if let Type::Enum(e) = ty {
-                for member in &e.members {
-                    if self.btf.resolve_name(member).is_ok_and(|n| n == name) {
-                        return Ok(member.val());
-                    }
-                }
-            }
-        }
-        bail!("enumerator {name} not in kernel BTF")
+        self.btf
+            .types()
+            .find_map(|ty| {
+                ty.enumerators()
+                    .find(|&(name_off, _)| self.btf.name(name_off).is_ok_and(|n| n == name))
+                    .map(|(_, value)| value)
+            })
+            .ok_or_else(|| anyhow!("enumerator {name} not in kernel BTF"))
     }
 
     /// Offsets of the four MM_* counters inside mm_struct. Since 6.2 `rss_stat` is an array of
@@ -192,24 +164,25 @@ impl KernelBtf {
     /// a struct mm_rss_stat holding an array of atomic_long_t.
     fn rss_counters(&self) -> Result<[u32; 4]> {
         let (base, ty) = self.offset("mm_struct", "rss_stat")?;
-        let (base, stride, count_offset) = match ty {
-            Type::Array(array) => {
-                let element = self.strip(self.btf.resolve_chained_type(&array)?)?;
-                let Type::Struct(counter) = &element else {
+        let (base, stride, count_offset) = match ty.kind {
+            Kind::Array => {
+                let (element, _) = ty.array().ok_or_else(|| anyhow!("array without shape"))?;
+                let element = self.strip(element)?;
+                if element.kind != Kind::Struct {
                     bail!("mm_struct.rss_stat has an unexpected element type");
-                };
+                }
                 let (count, _) = self
-                    .member(counter, "count")?
+                    .member(&element, "count")?
                     .ok_or_else(|| anyhow!("percpu_counter.count not in kernel BTF"))?;
                 (base, self.size_of(&element)?, count)
             }
-            Type::Struct(stat) => {
+            Kind::Struct => {
                 let (count, _) = self
-                    .member(&stat, "count")?
+                    .member(&ty, "count")?
                     .ok_or_else(|| anyhow!("mm_rss_stat.count not in kernel BTF"))?;
                 (base + count, 8, 0)
             }
-            other => bail!("mm_struct.rss_stat has unexpected type {}", other.name()),
+            other => bail!("mm_struct.rss_stat has unexpected kind {other:?}"),
         };
         let at = |name: &str| -> Result<u32> {
             Ok(base + self.enumerator(name)? * stride + count_offset)
@@ -309,27 +282,27 @@ impl KernelBtf {
         let typedef = format!("btf_trace_{name}");
         let ty = self
             .btf
-            .resolve_types_by_name(&typedef)?
-            .into_iter()
-            .next()
+            .find(&typedef, Kind::Typedef)
             .ok_or_else(|| anyhow!("{typedef} not in kernel BTF"))?;
-        let Type::Ptr(ptr) = self.strip(ty)? else {
+        let ptr = self.strip(ty.size_or_type)?;
+        if ptr.kind != Kind::Ptr {
             return Ok(false);
-        };
-        let Type::FuncProto(proto) = self.strip(self.btf.resolve_chained_type(&ptr)?)? else {
-            return Ok(false);
-        };
+        }
+        let proto = self.strip(ptr.size_or_type)?;
         // Parameter 0 is the tracepoint's private `void *__data`.
-        let Some(first) = proto.parameters.get(1) else {
+        let Some(first) = proto.parameters().nth(1) else {
             return Ok(false);
         };
-        let Type::Ptr(arg) = self.strip(self.btf.resolve_chained_type(first)?)? else {
+        let arg = self.strip(first)?;
+        if arg.kind != Kind::Ptr || arg.size_or_type == 0 {
             return Ok(false);
-        };
-        Ok(match self.strip(self.btf.resolve_chained_type(&arg)?)? {
-            Type::Struct(st) => self.btf.resolve_name(&st).is_ok_and(|n| n == "task_struct"),
-            _ => false,
-        })
+        }
+        let target = self.strip(arg.size_or_type)?;
+        Ok(target.kind == Kind::Struct
+            && self
+                .btf
+                .name(target.name_off)
+                .is_ok_and(|n| n == "task_struct"))
     }
 }
 
