@@ -91,7 +91,9 @@ pub mod program {
     pub const SHRINK_SLAB_START: &str = "shrink_slab_start";
     pub const SHRINK_SLAB_END: &str = "shrink_slab_end";
     pub const SCHED_SWITCH: &str = "sched_switch";
+    /// balance_dirty_pages with 8 arguments (6.12); `_thresh`: with 12 (6.1).
     pub const BALANCE_DIRTY_PAGES: &str = "balance_dirty_pages";
+    pub const BALANCE_DIRTY_PAGES_THRESH: &str = "balance_dirty_pages_thresh";
     pub const SIGNAL_GENERATE: &str = "signal_generate";
     /// Programs attached by their own name.
     pub const SINGLE: &[&str] = &[
@@ -128,6 +130,7 @@ pub mod program {
         SHRINK_SLAB_END,
         SCHED_SWITCH,
         BALANCE_DIRTY_PAGES,
+        BALANCE_DIRTY_PAGES_THRESH,
         SIGNAL_GENERATE,
     ];
 }

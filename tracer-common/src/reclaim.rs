@@ -199,3 +199,13 @@ pub struct KswapdTotals {
 /// slot after them. The verifier reads a context only at a constant offset, so the count is
 /// fixed at build time and the loader leaves compaction out on a kernel whose BTF differs.
 pub const COMPACT_PARAMS: usize = 6;
+
+/// Where balance_dirty_pages' tracepoint passes `pause`: 8 arguments on 6.12 (`wb, dtc,
+/// dirty_ratelimit, task_ratelimit, dirtied, period, pause, start_time`), 12 on 6.1 (`wb,
+/// thresh, bg_thresh, dirty, bdi_thresh, bdi_dirty, dirty_ratelimit, task_ratelimit, dirtied,
+/// period, pause, start_time`). A program for each (names::program::BALANCE_DIRTY_PAGES and
+/// `_THRESH`); the loader attaches the one for the tracepoint's parameter count in BTF.
+pub const DIRTY_PAUSE_ARG_DTC: u32 = 6;
+pub const DIRTY_PAUSE_ARG_THRESH: u32 = 10;
+pub const DIRTY_PARAMS_DTC: u32 = 8;
+pub const DIRTY_PARAMS_THRESH: u32 = 12;

@@ -4,7 +4,7 @@
 //! balance_dirty_pages told to pause sleeps off its dirtied pages. Each window closes when the
 //! task runs again. Inside a reclaim, the sleep's start is kept: a throttle began there.
 use aya_ebpf::helpers::bpf_probe_read_kernel;
-use memstall_common::{InFlight, StallKind};
+use memstall_common::{DIRTY_PAUSE_ARG_DTC, DIRTY_PAUSE_ARG_THRESH, InFlight, StallKind};
 
 use crate::{
     filter::{current_watched, task_watched},
@@ -104,12 +104,21 @@ fn sleep_kind(layout: &memstall_common::KernelLayout, task: u64) -> Option<Stall
     })
 }
 
-/// balance_dirty_pages(wb, dtc, dirty_ratelimit, task_ratelimit, dirtied, period, pause,
-/// start_time): with `pause` > 0 the task sleeps now (also when the tracepoint fires without
-/// a sleep, pause is 0 or less).
-fn balance_dirty_pages<C: Args>(ctx: &C) {
+/// balance_dirty_pages(..., pause, start_time): with `pause` > 0 the task sleeps now (also
+/// when the tracepoint fires without a sleep, pause is 0 or less). One program per argument
+/// layout (memstall_common::DIRTY_PAUSE_ARG_*), the loader attaches the kernel's: the verifier
+/// reads a context only at a constant offset.
+fn balance_dirty_pages_dtc<C: Args>(ctx: &C) {
+    dirty_pause(ctx.u64_arg(DIRTY_PAUSE_ARG_DTC as usize) as i64);
+}
+
+fn balance_dirty_pages_thresh<C: Args>(ctx: &C) {
+    dirty_pause(ctx.u64_arg(DIRTY_PAUSE_ARG_THRESH as usize) as i64);
+}
+
+#[inline(always)]
+fn dirty_pause(pause: i64) {
     let t = now();
-    let pause = ctx.u64_arg(6) as i64;
     if pause <= 0 || !current_watched(&layout()) {
         return;
     }
@@ -141,5 +150,11 @@ hook!(
     balance_dirty_pages_btf,
     balance_dirty_pages_raw,
     "balance_dirty_pages",
-    balance_dirty_pages
+    balance_dirty_pages_dtc
+);
+hook!(
+    balance_dirty_pages_thresh_btf,
+    balance_dirty_pages_thresh_raw,
+    "balance_dirty_pages",
+    balance_dirty_pages_thresh
 );

@@ -125,6 +125,10 @@ pub fn btf(data: &[u8]) {
         let _ = btf.memcg_items();
         let _ = btf.oom_control_layout();
         let _ = btf.tracepoint_first_arg_is_task("mark_victim");
+        let _ = btf.tracepoint_parameter_count("balance_dirty_pages");
+        let _ = btf.parameter_count("try_to_compact_pages");
+        let _ = btf.enumerator_value("COMPACT_SKIPPED");
+        let _ = btf.has_function("swap_read_folio");
     }
     let _ = aya::Btf::parse(data, aya::Endianness::default());
 }

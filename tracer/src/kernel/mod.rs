@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result};
 use aya::{Btf, Ebpf, EbpfLoader, Endianness};
 use memstall_common::{
-    COMPACT_PARAMS, FilterConfig, KernelLayout, KswapdTotals, MemcgItems, MemcgSlot,
-    OomControlLayout,
-    names::{global, map},
+    COMPACT_PARAMS, DIRTY_PARAMS_DTC, DIRTY_PARAMS_THRESH, FilterConfig, KernelLayout,
+    KswapdTotals, MemcgItems, MemcgSlot, OomControlLayout,
+    names::{global, map, program},
 };
 
 use self::{
@@ -40,6 +40,8 @@ pub struct KernelInfo {
     pub compaction_function: Result<&'static str, String>,
     pub compact_skipped: u32,
     pub swapin_function: Option<&'static str>,
+    /// The balance_dirty_pages program for this kernel's tracepoint, or why there is none.
+    pub dirty_program: Result<&'static str, String>,
     /// The user asked for classic tracepoints only (`--force-tracepoints`).
     pub force_tracepoints: bool,
 }
@@ -55,16 +57,24 @@ impl KernelInfo {
             let swapin = ["swap_read_folio", "swap_readpage"]
                 .into_iter()
                 .find(|f| btf.has_function(f));
+            let dirty_program = match btf.tracepoint_parameter_count("balance_dirty_pages") {
+                Ok(DIRTY_PARAMS_DTC) => Ok(program::BALANCE_DIRTY_PAGES),
+                Ok(DIRTY_PARAMS_THRESH) => Ok(program::BALANCE_DIRTY_PAGES_THRESH),
+                Ok(params) => Err(format!(
+                    "balance_dirty_pages passes {params} arguments here; this build reads {DIRTY_PARAMS_DTC} or {DIRTY_PARAMS_THRESH}"
+                )),
+                Err(e) => Err(format!("{e:#}")),
+            };
             (
                 btf.layout(page_size).map_err(|e| format!("{e:#}")),
                 btf.memcg_items(),
                 btf.oom_control_layout(),
                 btf.tracepoint_first_arg_is_task("mark_victim")
                     .map_err(|e| format!("{e:#}")),
-                (compact_args, compact_skipped, swapin),
+                (compact_args, compact_skipped, swapin, dirty_program),
             )
         };
-        let (compact_args, compact_skipped, swapin_function) = functions;
+        let (compact_args, compact_skipped, swapin_function, dirty_program) = functions;
         Ok(Self {
             btf_path: btf_path.to_owned(),
             layout,
@@ -80,6 +90,7 @@ impl KernelInfo {
             },
             compact_skipped,
             swapin_function,
+            dirty_program,
             force_tracepoints,
         })
     }

@@ -276,6 +276,22 @@ impl KernelBtf {
         resolve().unwrap_or_default()
     }
 
+    /// How many arguments the tracepoint `name` passes (its btf_trace_ typedef's prototype,
+    /// less the private `void *__data`).
+    pub fn tracepoint_parameter_count(&self, name: &str) -> Result<u32> {
+        let typedef = format!("btf_trace_{name}");
+        let ty = self
+            .btf
+            .find(&typedef, Kind::Typedef)
+            .ok_or_else(|| anyhow!("{typedef} not in kernel BTF"))?;
+        let ptr = self.strip(ty.size_or_type)?;
+        let proto = self.strip(ptr.size_or_type)?;
+        if ptr.kind != Kind::Ptr || proto.kind != Kind::FuncProto {
+            bail!("{typedef} is not a pointer to a function prototype");
+        }
+        Ok((proto.parameters().count() as u32).saturating_sub(1))
+    }
+
     /// Whether the tp_btf hook `name` passes `struct task_struct *` as its first argument
     /// (oom/mark_victim did not before 6.8).
     pub fn tracepoint_first_arg_is_task(&self, name: &str) -> Result<bool> {
@@ -353,6 +369,24 @@ mod tests {
         assert!(
             btf.tracepoint_first_arg_is_task("sched_switch")
                 .is_ok_and(|task| !task)
+        );
+        // sched_switch(preempt, prev, next, prev_state); balance_dirty_pages has 8 (6.12 on)
+        // or 12 (6.1) arguments, the vmtests load the program for each.
+        assert_eq!(btf.tracepoint_parameter_count("sched_switch").unwrap(), 4);
+        let dirty = btf
+            .tracepoint_parameter_count("balance_dirty_pages")
+            .unwrap();
+        assert!(
+            [
+                memstall_common::DIRTY_PARAMS_DTC,
+                memstall_common::DIRTY_PARAMS_THRESH
+            ]
+            .contains(&dirty),
+            "{dirty}"
+        );
+        assert!(
+            btf.tracepoint_parameter_count("no_such_tracepoint")
+                .is_err()
         );
     }
 }

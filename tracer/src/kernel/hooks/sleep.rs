@@ -28,16 +28,19 @@ pub fn attach(ebpf: &mut aya::Ebpf, kernel: &KernelInfo, btf: &aya::Btf) -> Vec<
             "task_struct has no in_memstall bit in this kernel's BTF (PSI); refault and memory.high penalty sleeps are not told apart".into(),
         );
     }
-    let dirty = if switch_ok {
-        attach_btf_or_raw(
-            ebpf,
-            program::BALANCE_DIRTY_PAGES,
-            "balance_dirty_pages",
-            btf,
-            kernel.force_tracepoints,
-        )
-    } else {
+    let dirty = if !switch_ok {
         Err(anyhow::anyhow!("needs sched_switch, which did not attach"))
+    } else {
+        match &kernel.dirty_program {
+            Ok(dirty_program) => attach_btf_or_raw(
+                ebpf,
+                dirty_program,
+                "balance_dirty_pages",
+                btf,
+                kernel.force_tracepoints,
+            ),
+            Err(why) => Err(anyhow::anyhow!("{why}")),
+        }
     };
     vec![
         sleeps,
