@@ -1,6 +1,7 @@
 //! memstall's integration tests, one binary: real workloads in real memory cgroups, on the
-//! running kernel, as root. Each module is one feature; `cargo xtask vmtest` runs the modules
-//! its kernels can run by name (`cli::`, `oom_kill::`, ...).
+//! running kernel, as root. Each module is one feature; `cargo xtask vmtest` runs, by name,
+//! the tests whose outcome depends on the kernel and those this host cannot run (`TESTS` in
+//! xtask/src/vmtest.rs).
 mod cli;
 mod contract;
 mod dashboard;

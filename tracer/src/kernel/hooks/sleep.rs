@@ -28,19 +28,16 @@ pub fn attach(ebpf: &mut aya::Ebpf, kernel: &KernelInfo, btf: &aya::Btf) -> Vec<
             "task_struct has no in_memstall bit in this kernel's BTF (PSI); refault and memory.high penalty sleeps are not told apart".into(),
         );
     }
-    let dirty = if !switch_ok {
-        Err(anyhow::anyhow!("needs sched_switch, which did not attach"))
-    } else {
-        match &kernel.dirty_program {
-            Ok(dirty_program) => attach_btf_or_raw(
-                ebpf,
-                dirty_program,
-                "balance_dirty_pages",
-                btf,
-                kernel.force_tracepoints,
-            ),
-            Err(why) => Err(anyhow::anyhow!("{why}")),
-        }
+    let dirty = match (&kernel.dirty_program, switch_ok) {
+        (_, false) => Err(anyhow::anyhow!("needs sched_switch, which did not attach")),
+        (Ok(dirty_program), true) => attach_btf_or_raw(
+            ebpf,
+            dirty_program,
+            "balance_dirty_pages",
+            btf,
+            kernel.force_tracepoints,
+        ),
+        (Err(why), true) => Err(anyhow::anyhow!("{why}")),
     };
     vec![
         sleeps,
