@@ -350,42 +350,61 @@ fn one_oom_kill(extra: &[&str], workload: impl FnOnce(&MemCgroup, &Path) -> u32)
 #[test]
 fn an_oom_kill_is_one_record_with_its_triggers_stacks() {
     for extra in [&[][..], &["--force-tracepoints"][..]] {
-        let mut trigger = None;
-        let (kill, _) = one_oom_kill(extra, |cgroup, _| {
-            let cgroup = cgroup.path.to_str().unwrap();
-            let mut holder = hog_holding(&[
-                "--cgroup",
-                cgroup,
-                "--anon-mib",
-                "20",
-                "--oom-score-adj",
-                "1000",
-                "--hold-secs",
-                "60",
-            ]);
-            let allocating =
-                hog_holding(&["--cgroup", cgroup, "--anon-mib", "20", "--hold-secs", "60"]);
-            let status = holder.wait().unwrap();
-            assert_eq!(
-                status.signal(),
-                Some(libc::SIGKILL),
-                "the holder is the victim"
-            );
-            trigger = Some(allocating);
-            holder.id()
-        });
-        let mut trigger = trigger.unwrap();
-        assert_eq!(kill["pid"], trigger.id(), "{extra:?}: {kill}");
-        let user = kill["trigger_user_stack"].to_string();
-        let _ = trigger.kill();
-        let _ = trigger.wait();
-        assert!(user.contains("memhog::"), "{extra:?}: {user}");
+        // The kernel may kill the trigger too: when the victim is marked reaped before its
+        // pages leave the cgroup, the trigger's next charge finds no other task to choose
+        // (seen once in a full host run, 05:12:21: the holder, then the trigger). A second
+        // try; a real fault fails both.
+        let first = std::panic::catch_unwind(|| trigger_lives_on(extra));
+        if let Err(panic) = first {
+            let why = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_default();
+            eprintln!("{extra:?}: trying once more after: {why}");
+            trigger_lives_on(extra);
+        }
     }
 }
 
-/// The usual case: the trigger is the victim. It reclaims its page cache for a while (growing
-/// 1 MiB every 20 ms), then dies of the kill it triggered, before its record is decoded: its
-/// frames are named from the mappings memstall read at its first reclaim.
+/// One OOM kill whose trigger survives it: a holder at adj 1000 is the victim.
+fn trigger_lives_on(extra: &[&str]) {
+    let mut trigger = None;
+    let (kill, _) = one_oom_kill(extra, |cgroup, _| {
+        let cgroup = cgroup.path.to_str().unwrap();
+        let mut holder = hog_holding(&[
+            "--cgroup",
+            cgroup,
+            "--anon-mib",
+            "20",
+            "--oom-score-adj",
+            "1000",
+            "--hold-secs",
+            "60",
+        ]);
+        let allocating =
+            hog_holding(&["--cgroup", cgroup, "--anon-mib", "20", "--hold-secs", "60"]);
+        let status = holder.wait().unwrap();
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGKILL),
+            "the holder is the victim"
+        );
+        trigger = Some(allocating);
+        holder.id()
+    });
+    let mut trigger = trigger.unwrap();
+    assert_eq!(kill["pid"], trigger.id(), "{extra:?}: {kill}");
+    let user = kill["trigger_user_stack"].to_string();
+    let _ = trigger.kill();
+    let _ = trigger.wait();
+    assert!(user.contains("memhog::"), "{extra:?}: {user}");
+}
+
+/// The usual case: the trigger is the victim. It reclaims its page cache for most of a second
+/// (growing 1 MiB every 50 ms through 16 MiB of it; at 20 ms a loaded host once decoded the
+/// first reclaim after the kill), then dies of the kill it triggered, before its record is
+/// decoded: its frames are named from the mappings memstall read at its first reclaim.
 #[test]
 fn a_trigger_that_died_of_its_kill_still_has_its_frames_named() {
     let (kill, victim) = one_oom_kill(&[], |cgroup, dir| {
@@ -400,7 +419,7 @@ fn a_trigger_that_died_of_its_kill_still_has_its_frames_named() {
             "--step-mib",
             "1",
             "--step-ms",
-            "20",
+            "50",
         ])
     });
     assert_eq!(kill["pid"], victim);

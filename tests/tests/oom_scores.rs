@@ -93,7 +93,11 @@ fn sample_until_gone(pid: u32) -> mpsc::Receiver<ProcSample> {
     thread::spawn(move || {
         let mut last = None;
         while let Some(now) = sample(pid) {
-            last = Some(now);
+            // Once the kernel has chosen it, the victim reads 0 (oom_badness() skips a task
+            // being reaped) while its counters still stand: that sample is after the kill.
+            if now.oom_score > 0 || now.oom_score_adj <= 0 {
+                last = Some(now);
+            }
             thread::sleep(Duration::from_micros(500));
         }
         if let Some(last) = last {
