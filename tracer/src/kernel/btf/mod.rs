@@ -276,25 +276,9 @@ impl KernelBtf {
         resolve().unwrap_or_default()
     }
 
-    /// How many arguments the tracepoint `name` passes (its btf_trace_ typedef's prototype,
-    /// less the private `void *__data`).
-    pub fn tracepoint_parameter_count(&self, name: &str) -> Result<u32> {
-        let typedef = format!("btf_trace_{name}");
-        let ty = self
-            .btf
-            .find(&typedef, Kind::Typedef)
-            .ok_or_else(|| anyhow!("{typedef} not in kernel BTF"))?;
-        let ptr = self.strip(ty.size_or_type)?;
-        let proto = self.strip(ptr.size_or_type)?;
-        if ptr.kind != Kind::Ptr || proto.kind != Kind::FuncProto {
-            bail!("{typedef} is not a pointer to a function prototype");
-        }
-        Ok((proto.parameters().count() as u32).saturating_sub(1))
-    }
-
-    /// Whether the tp_btf hook `name` passes `struct task_struct *` as its first argument
-    /// (oom/mark_victim did not before 6.8).
-    pub fn tracepoint_first_arg_is_task(&self, name: &str) -> Result<bool> {
+    /// The prototype of tracepoint `name`'s probes (its btf_trace_ typedef points to it);
+    /// `None` when the typedef is something else.
+    fn tracepoint_proto(&self, name: &str) -> Result<Option<Type<'_>>> {
         let typedef = format!("btf_trace_{name}");
         let ty = self
             .btf
@@ -302,9 +286,27 @@ impl KernelBtf {
             .ok_or_else(|| anyhow!("{typedef} not in kernel BTF"))?;
         let ptr = self.strip(ty.size_or_type)?;
         if ptr.kind != Kind::Ptr {
-            return Ok(false);
+            return Ok(None);
         }
         let proto = self.strip(ptr.size_or_type)?;
+        Ok((proto.kind == Kind::FuncProto).then_some(proto))
+    }
+
+    /// How many arguments the tracepoint `name` passes (its probes' prototype less the
+    /// private `void *__data`).
+    pub fn tracepoint_parameter_count(&self, name: &str) -> Result<u32> {
+        let proto = self
+            .tracepoint_proto(name)?
+            .ok_or_else(|| anyhow!("btf_trace_{name} is not a pointer to a prototype"))?;
+        Ok((proto.parameters().count() as u32).saturating_sub(1))
+    }
+
+    /// Whether the tp_btf hook `name` passes `struct task_struct *` as its first argument
+    /// (oom/mark_victim did not before 6.8).
+    pub fn tracepoint_first_arg_is_task(&self, name: &str) -> Result<bool> {
+        let Some(proto) = self.tracepoint_proto(name)? else {
+            return Ok(false);
+        };
         // Parameter 0 is the tracepoint's private `void *__data`.
         let Some(first) = proto.parameters().nth(1) else {
             return Ok(false);
