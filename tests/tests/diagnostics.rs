@@ -14,7 +14,7 @@ use std::{
 use memstall_tests::{
     MIB, MemCgroup, Memstall,
     contract::{Diagnostic, RunEnd},
-    memhog, read_json_lines,
+    hook_status, memhog, parse_json_lines, read_json_lines,
     taskstats::{DelayacctGuard, taskstats},
 };
 
@@ -266,15 +266,9 @@ fn every_tracepoint_hook_loads_as_tp_btf() {
             .output()
             .unwrap();
         assert!(output.status.success(), "{output:?}");
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let last = stdout.lines().last().expect("a run_end line");
-        let run_end: RunEnd = serde_json::from_str(last).unwrap();
+        let events = parse_json_lines(&String::from_utf8_lossy(&output.stdout)).unwrap();
         for name in TP_BTF_HOOKS {
-            let hook = run_end
-                .hooks
-                .iter()
-                .find(|hook| hook.starts_with(&format!("{name}: ")))
-                .unwrap_or_else(|| panic!("{flags:?}: no {name} in {:?}", run_end.hooks));
+            let hook = hook_status(&events, name);
             assert!(
                 hook.starts_with(&format!("{name}: tp_btf ")) && !hook.contains("not used"),
                 "{flags:?}: {hook}"
