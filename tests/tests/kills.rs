@@ -13,8 +13,8 @@ use std::{
 };
 
 use memstall_tests::{
-    CgroupVersion, MIB, MemCgroup, Memstall, hog_holding, own_memcg, read_json_lines,
-    run_to_oom_kill, sigkill, skip, wait_until,
+    CgroupVersion, MIB, MemCgroup, Memstall, hog_holding, memhog, own_memcg, read_json_lines,
+    run_to_oom_kill, sigkill, skip, wait_for, wait_until,
 };
 use serde_json::Value;
 
@@ -304,10 +304,15 @@ fn cgroup_kill_names_the_writer() {
     }
 }
 
+const ONE_OOM_KILL_LIMIT: u64 = 32 * MIB;
+
 /// Runs memstall on a fresh 32 MiB cgroup while `workload` drives it to an OOM kill; returns
 /// the one oom_kill record (checked to be the only record of that kill) and the victim's pid.
-fn one_oom_kill(extra: &[&str], workload: impl FnOnce(&MemCgroup, &Path) -> u32) -> (Value, u32) {
-    let cgroup = MemCgroup::create("kill-oom", 32 * MIB).unwrap();
+fn one_oom_kill(
+    extra: &[&str],
+    workload: impl FnOnce(&MemCgroup, &Path, &Memstall) -> u32,
+) -> (Value, u32) {
+    let cgroup = MemCgroup::create("kill-oom", ONE_OOM_KILL_LIMIT).unwrap();
     // On disk, not tmpfs: page cache there is what a trigger reclaims first.
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let json = dir.path().join("events.jsonl");
@@ -319,7 +324,7 @@ fn one_oom_kill(extra: &[&str], workload: impl FnOnce(&MemCgroup, &Path) -> u32)
     ];
     args.extend_from_slice(extra);
     let memstall = Memstall::start(&args).unwrap();
-    let victim = workload(&cgroup, dir.path());
+    let victim = workload(&cgroup, dir.path(), &memstall);
     assert!(
         wait_until(Duration::from_secs(20), || {
             read_json_lines(&json).is_ok_and(|e| e.iter().any(|e| e["type"] == "oom_kill"))
@@ -370,7 +375,7 @@ fn an_oom_kill_is_one_record_with_its_triggers_stacks() {
 /// One OOM kill whose trigger survives it: a holder at adj 1000 is the victim.
 fn trigger_lives_on(extra: &[&str]) {
     let mut trigger = None;
-    let (kill, _) = one_oom_kill(extra, |cgroup, _| {
+    let (kill, _) = one_oom_kill(extra, |cgroup, _, _| {
         let cgroup = cgroup.path.to_str().unwrap();
         let mut holder = hog_holding(&[
             "--cgroup",
@@ -401,30 +406,62 @@ fn trigger_lives_on(extra: &[&str]) {
     assert!(user.contains("memhog::"), "{extra:?}: {user}");
 }
 
-/// The usual case: the trigger is the victim. It reclaims its page cache for most of a second
-/// (growing 1 MiB every 50 ms through 16 MiB of it; at 20 ms a loaded host once decoded the
-/// first reclaim after the kill), then dies of the kill it triggered, before its record is
-/// decoded: its frames are named from the mappings memstall read at its first reclaim.
+/// The usual case: the trigger is the victim, and dies of the kill it triggered before its
+/// record is decoded; its frames are named from the mappings memstall read at its first
+/// reclaim. Made certain: memstall is stopped (SIGSTOP) while the trigger reclaims its page
+/// cache (1 MiB every 50 ms through 16 MiB of it), and continued once the trigger is dead and
+/// reaped. No reclaim is an outlier (a 1 s threshold): the plain ones must suffice.
 #[test]
 fn a_trigger_that_died_of_its_kill_still_has_its_frames_named() {
-    let (kill, victim) = one_oom_kill(&[], |cgroup, dir| {
+    let (kill, victim) = one_oom_kill(&["--threshold", "1000"], |cgroup, dir, memstall| {
         let cache = format!("{}:16", dir.join("cache.img").display());
-        run_to_oom_kill(&[
-            "--cgroup",
-            cgroup.path.to_str().unwrap(),
-            "--page-cache",
-            &cache,
-            "--anon-mib",
-            "128",
-            "--step-mib",
-            "1",
-            "--step-ms",
-            "50",
-        ])
+        let mut trigger = memhog()
+            .args([
+                "--cgroup",
+                cgroup.path.to_str().unwrap(),
+                "--page-cache",
+                &cache,
+                "--anon-mib",
+                "128",
+                "--step-mib",
+                "1",
+                "--step-ms",
+                "50",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("memhog");
+        // At its limit, every charge reclaims (failcnt stays 0 on some v1 kernels).
+        wait_for(
+            "the trigger's first reclaim",
+            Duration::from_secs(20),
+            || usage(cgroup) + MIB >= ONE_OOM_KILL_LIMIT,
+        );
+        // Time for memstall to read the first reclaims; the kill is about 0.8 s away.
+        std::thread::sleep(Duration::from_millis(300));
+        signal(memstall.pid(), libc::SIGSTOP);
+        let killed_before = cgroup.oom_kills().unwrap();
+        let status = trigger.wait().unwrap();
+        signal(memstall.pid(), libc::SIGCONT);
+        assert_eq!(
+            killed_before, 0,
+            "the kill came before memstall was stopped"
+        );
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
+        trigger.id()
     });
     assert_eq!(kill["pid"], victim);
     let user = kill["trigger_user_stack"].to_string();
-    assert!(user.contains("memhog"), "{user}");
+    assert!(user.contains("memhog::"), "{user}");
+}
+
+fn signal(pid: i32, signal: i32) {
+    // SAFETY: a plain kill(2) to memstall, a child of this test.
+    assert_eq!(
+        unsafe { libc::kill(pid, signal) },
+        0,
+        "kill({pid}, {signal})"
+    );
 }
 
 /// The oom_risk records before the first oom_kill, and that kill.
@@ -532,7 +569,7 @@ fn oom_risk_names_the_task_the_kernel_then_kills() {
             + status_kb(smaller_pid, "VmPTE") / 4;
         pages as i64 + 500 * (64 * 1024 / 4 / 1000)
     };
-    let mut grower = memstall_tests::memhog()
+    let mut grower = memhog()
         .args([
             "--cgroup",
             path,

@@ -89,24 +89,29 @@ impl Symbolizer {
 
     /// Reads the mappings of `tgid` once, so a later stack of it can be named after it exits:
     /// a task that stalls in reclaim is the likeliest to trigger an OOM kill and die of it
-    /// before its record is decoded.
+    /// before its record is decoded. Called for every reclaim, so a task without mappings (a
+    /// kernel thread, or one gone already) is remembered as such rather than read again.
     pub fn remember_mappings(&mut self, tgid: u32) {
         if tgid != 0 && !self.mappings.contains_key(&tgid) {
-            self.read_mappings(tgid);
+            let mappings = read_maps(tgid);
+            self.keep_mappings(tgid, mappings);
         }
     }
 
     /// The mappings of `tgid` now, kept for after it exits (a gone process keeps what was
     /// read last).
     fn read_mappings(&mut self, tgid: u32) {
-        let maps = fs::read_to_string(format!("/proc/{tgid}/maps")).unwrap_or_default();
-        let mappings = parse_maps(&maps);
+        let mappings = read_maps(tgid);
         if !mappings.is_empty() {
-            if self.mappings.len() >= MAPPINGS_KEPT {
-                self.mappings.clear();
-            }
-            self.mappings.insert(tgid, mappings);
+            self.keep_mappings(tgid, mappings);
         }
+    }
+
+    fn keep_mappings(&mut self, tgid: u32, mappings: Vec<Mapping>) {
+        if self.mappings.len() >= MAPPINGS_KEPT {
+            self.mappings.clear();
+        }
+        self.mappings.insert(tgid, mappings);
     }
 
     /// User frames as `function+offset (file)` while the process still exists; `file+offset`
@@ -158,6 +163,11 @@ pub struct Mapping {
     end: u64,
     offset: u64,
     path: String,
+}
+
+/// /proc/PID/maps of `tgid`; empty when it has none or is gone.
+fn read_maps(tgid: u32) -> Vec<Mapping> {
+    parse_maps(&fs::read_to_string(format!("/proc/{tgid}/maps")).unwrap_or_default())
 }
 
 /// /proc/PID/maps: "start-end perms offset dev inode path".

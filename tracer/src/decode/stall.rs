@@ -7,9 +7,6 @@ use crate::event::{Stall, ThrottleReason};
 /// `None` for a kind this build does not know (a newer kernel side).
 pub fn decode(raw: &StallEvent, ctx: &mut DecodeContext) -> Option<Stall> {
     let kind = StallKind::from_u32(raw.stall_kind)?;
-    if matches!(kind, StallKind::MemcgReclaim | StallKind::DirectReclaim) {
-        ctx.symbolizer.remember_mappings(raw.task.tgid);
-    }
     let (kernel_stack, user_stack) =
         ctx.stacks(raw.kernel_stack_id, raw.user_stack_id, raw.task.tgid);
     let shrinker = (kind == StallKind::ShrinkSlab && raw.detail != 0).then(|| {

@@ -178,6 +178,11 @@ impl Pipeline {
         if matches!(kind, StallKind::MemcgReclaim | StallKind::HighThrottle) {
             self.near_limit(memcg_id);
         }
+        if matches!(kind, StallKind::MemcgReclaim | StallKind::DirectReclaim) {
+            // Every reclaim, not only outliers: a trigger whose reclaims all stay under the
+            // threshold dies of its kill as surely, before its record is decoded.
+            self.decoder.symbolizer.remember_mappings(raw.task.tgid);
+        }
         self.pressure.record(
             raw.task.pid,
             memcg_id,
