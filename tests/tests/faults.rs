@@ -152,10 +152,16 @@ fn reconcile(source: &str, ready: &str) {
         workload.minor >= ANON_MIB * MIB / PAGE && workload.major >= MAPPED_MIB * MIB / PAGE,
         "the workload did not fault as designed"
     );
-    assert_eq!(major, workload.major, "major faults vs getrusage");
-    // Its last faults (printing the report, exiting) come after its last getrusage; and
+    // Its last faults (printing the report, exiting) come after its last getrusage, and under
+    // its limit the text they run may have been reclaimed: a major fault or two (seen: 2050 vs
+    // 2049, with memory.stat at 2050). Exactness is checked against memory.stat below. And
     // before 6.x moved the memcg count to where the task's is, a major fault retried after its
     // I/O counted twice in memory.stat (6.1).
+    assert!(
+        (workload.major..=workload.major + 8).contains(&major),
+        "major faults {major} vs getrusage {}",
+        workload.major
+    );
     let extra = (minor + major).checked_sub(workload.minor + workload.major);
     assert!(
         extra.is_some_and(|extra| extra <= workload.major + 8),
