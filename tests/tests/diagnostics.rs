@@ -2,8 +2,9 @@
 //! through aya-log with `--bpf-log` (and only then), and reconciled with the kernel's own count
 //! of reclaims (taskstats); at the default map sizes there are none.
 //!
-//! The workload: two writers at once through one small cgroup, each reclaiming its cgroup's
-//! page cache hundreds of times, so their reclaim windows overlap. A one-entry IN_FLIGHT map
+//! The workload: three writers at once through one small cgroup, each reclaiming its cgroup's
+//! page cache hundreds of times, so their reclaim windows overlap (more writers than CPUs: one
+//! preempted inside its reclaim is overlapped too; two once ran a whole run without overlap). A one-entry IN_FLIGHT map
 //! (the hidden `--test-in-flight-entries 1`) then loses windows: one task's begin evicts the
 //! other's entry, whose end finds none.
 use std::{
@@ -18,7 +19,7 @@ use memstall_tests::{
     taskstats::{DelayacctGuard, taskstats},
 };
 
-const WRITERS: usize = 2;
+const WRITERS: usize = 3;
 
 /// What one traced run came to.
 struct Run {
@@ -57,7 +58,7 @@ fn writers(cgroup: &MemCgroup, files: &[tempfile::NamedTempFile]) -> Vec<Child> 
     let mut hogs: Vec<Child> = files
         .iter()
         .map(|file| {
-            let spec = format!("{}:300", file.path().display());
+            let spec = format!("{}:200", file.path().display());
             memhog()
                 .args(["--cgroup", cg, "--write-file", &spec])
                 .args(["--sync-every-mib", "16", "--hold-secs", "60"])
