@@ -1,7 +1,7 @@
 //! Memory pressure by cause, reconciled with the kernel's per-task delay accounting
 //! (taskstats): one task in its own cgroup, its stalls as memstall counts them against the
 //! delays the kernel counted for it.
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 
 use memstall_tests::{
     CgroupVersion, MIB, MemCgroup, Memstall, emulated, expect_fentry, hog_holding, hook_attached,
@@ -431,7 +431,7 @@ impl SwapFile {
             vec!["mkswap", path],
             vec!["swapon", path],
         ] {
-            let status = std::process::Command::new(cmd[0])
+            let status = Command::new(cmd[0])
                 .args(&cmd[1..])
                 .stdout(Stdio::null())
                 .status()
@@ -444,7 +444,7 @@ impl SwapFile {
 
 impl Drop for SwapFile {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("swapoff").arg(&self.0).status();
+        let _ = Command::new("swapoff").arg(&self.0).status();
         let _ = std::fs::remove_file(&self.0);
     }
 }
@@ -539,22 +539,37 @@ impl Drop for DirtyLimits {
     }
 }
 
-/// A private tracefs instance with one event enabled, removed on drop.
-struct TraceInstance(std::path::PathBuf);
+/// A private tracefs instance with one event enabled, removed on drop; tracefs is mounted for
+/// it where nothing has mounted it (a fresh machine), and unmounted again.
+struct TraceInstance {
+    dir: std::path::PathBuf,
+    mounted_by_us: bool,
+}
+
+const TRACEFS: &str = "/sys/kernel/tracing";
 
 impl TraceInstance {
     fn new(name: &str, event: &str, filter: &str) -> Self {
-        let dir = std::path::Path::new("/sys/kernel/tracing/instances").join(name);
+        let instances = std::path::Path::new(TRACEFS).join("instances");
+        let mounted_by_us = !instances.exists();
+        if mounted_by_us {
+            let status = Command::new("mount")
+                .args(["-t", "tracefs", "tracefs", TRACEFS])
+                .status()
+                .unwrap();
+            assert!(status.success(), "mounting tracefs at {TRACEFS}");
+        }
+        let dir = instances.join(name);
         let _ = std::fs::create_dir(&dir);
         let event_dir = dir.join("events").join(event);
         std::fs::write(event_dir.join("filter"), filter).unwrap();
         std::fs::write(event_dir.join("enable"), "1").unwrap();
         std::fs::write(dir.join("buffer_size_kb"), "8192").unwrap();
-        Self(dir)
+        Self { dir, mounted_by_us }
     }
 
     fn lines(&self) -> Vec<String> {
-        std::fs::read_to_string(self.0.join("trace"))
+        std::fs::read_to_string(self.dir.join("trace"))
             .unwrap()
             .lines()
             .filter(|l| !l.starts_with('#'))
@@ -565,7 +580,10 @@ impl TraceInstance {
 
 impl Drop for TraceInstance {
     fn drop(&mut self) {
-        let _ = std::fs::write(self.0.join("tracing_on"), "0");
-        let _ = std::fs::remove_dir(&self.0);
+        let _ = std::fs::write(self.dir.join("tracing_on"), "0");
+        let _ = std::fs::remove_dir(&self.dir);
+        if self.mounted_by_us {
+            let _ = Command::new("umount").arg(TRACEFS).status();
+        }
     }
 }
