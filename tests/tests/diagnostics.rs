@@ -15,7 +15,7 @@ use std::{
 use memstall_tests::{
     MIB, MemCgroup, Memstall,
     contract::{Diagnostic, RunEnd},
-    hook_status, memhog, parse_json_lines, read_json_lines,
+    hook_status, kernel_has_tracepoint, memhog, parse_json_lines, read_json_lines,
     taskstats::{DelayacctGuard, taskstats},
 };
 
@@ -260,15 +260,33 @@ fn every_tracepoint_hook_loads_as_tp_btf() {
         "memstall_sleeps",
         "dirty_throttle",
     ];
-    for flags in [&[][..], &["--bpf-log"][..]] {
+    // count_memcg_events (6.13+) reads the memcg with plain loads the verifier checks
+    // against BTF, unfiltered and up a watched cgroup's ancestors: the filter's branch is
+    // a load-time constant, so only a run with --cgroup verifies the walk.
+    let memcg_pages = kernel_has_tracepoint("count_memcg_events");
+    let watched = MemCgroup::create("tp-btf", 64 * MIB).unwrap();
+    let watched = watched.path.to_str().unwrap();
+    let runs: [&[&str]; 3] = [&[], &["--bpf-log"], &["--cgroup", watched]];
+    for flags in runs {
         let output = std::process::Command::new(memstall_tests::memstall_bin())
-            .args(["--json", "-", "--duration", "1"])
+            .args([
+                "--json",
+                "-",
+                "--duration",
+                "1",
+                "--memcg-events",
+                "--faults",
+                "ebpf",
+            ])
             .args(flags)
             .output()
             .unwrap();
         assert!(output.status.success(), "{output:?}");
         let events = parse_json_lines(&String::from_utf8_lossy(&output.stdout)).unwrap();
-        for name in TP_BTF_HOOKS {
+        let hooks = TP_BTF_HOOKS
+            .iter()
+            .chain(memcg_pages.then_some(&"memcg_pages"));
+        for name in hooks {
             let hook = hook_status(&events, name);
             assert!(
                 hook.starts_with(&format!("{name}: tp_btf ")) && !hook.contains("not used"),

@@ -2,7 +2,7 @@
 use aya_ebpf::{Global, macros::map, maps::HashMap};
 use memstall_common::{FILTER_MAX_DEPTH, FilterConfig, KernelLayout};
 
-use crate::task::{css_id, memcg_css, read};
+use crate::task::{KernelMemory, Probed, css_id_via, memcg_css};
 
 #[unsafe(no_mangle)]
 static FILTER: Global<FilterConfig> = Global::new(FilterConfig {
@@ -18,6 +18,11 @@ pub static WATCHED: HashMap<u64, u8> = HashMap::with_max_entries(1024, 0);
 /// one of its ancestors.
 #[inline(always)]
 pub fn css_watched(layout: &KernelLayout, css: u64) -> bool {
+    css_watched_via::<Probed>(layout, css)
+}
+
+#[inline(always)]
+pub fn css_watched_via<M: KernelMemory>(layout: &KernelLayout, css: u64) -> bool {
     let config = FILTER.load();
     if config.enabled == 0 {
         return true;
@@ -28,13 +33,13 @@ pub fn css_watched(layout: &KernelLayout, css: u64) -> bool {
             return false;
         }
         // SAFETY: the key is a plain u64 copied by the helper.
-        if unsafe { WATCHED.get(&css_id(layout, css)) }.is_some() {
+        if unsafe { WATCHED.get(&css_id_via::<M>(layout, css)) }.is_some() {
             return true;
         }
         if config.descendants == 0 {
             return false;
         }
-        css = read(css, layout.css_parent).unwrap_or(0);
+        css = M::read_u64(css, layout.css_parent);
     }
     false
 }

@@ -36,12 +36,50 @@ pub fn memcg_css(layout: &KernelLayout, task: u64) -> u64 {
     read(css_set, layout.css_set_memory_subsys).unwrap_or(0)
 }
 
+/// How a program reads a u64 of kernel memory.
+pub trait KernelMemory {
+    fn read_u64(base: u64, offset: u32) -> u64;
+}
+
+/// Through bpf_probe_read_kernel: any address, from any program.
+pub enum Probed {}
+
+impl KernelMemory for Probed {
+    #[inline(always)]
+    fn read_u64(base: u64, offset: u32) -> u64 {
+        read(base, offset).unwrap_or(0)
+    }
+}
+
+/// A plain load, for pointers the kernel passed typed by BTF (tp_btf arguments) and those
+/// reached from them. The verifier checks each access against BTF when the program loads (the
+/// offsets are constants to it: KERNEL_LAYOUT is frozen read-only data) and the JIT turns a
+/// fault into 0. No helper call: count_memcg_events runs on every page fault.
+pub enum BtfTyped {}
+
+impl KernelMemory for BtfTyped {
+    #[inline(always)]
+    fn read_u64(base: u64, offset: u32) -> u64 {
+        if base == 0 {
+            return 0;
+        }
+        // SAFETY: the verifier admits the load only at a u64 field of base's BTF type, and a
+        // fault there reads 0 instead of oopsing.
+        unsafe { core::ptr::read_volatile((base + offset as u64) as *const u64) }
+    }
+}
+
 /// The id of a cgroup subsystem state's cgroup: css->cgroup->kn->id (the directory's inode).
 #[inline(always)]
 pub fn css_id(layout: &KernelLayout, css: u64) -> u64 {
-    let cgroup: u64 = read(css, layout.css_cgroup).unwrap_or(0);
-    let kn: u64 = read(cgroup, layout.cgroup_kn).unwrap_or(0);
-    read(kn, layout.kernfs_node_id).unwrap_or(0)
+    css_id_via::<Probed>(layout, css)
+}
+
+#[inline(always)]
+pub fn css_id_via<M: KernelMemory>(layout: &KernelLayout, css: u64) -> u64 {
+    let cgroup = M::read_u64(css, layout.css_cgroup);
+    let kn = M::read_u64(cgroup, layout.cgroup_kn);
+    M::read_u64(kn, layout.kernfs_node_id)
 }
 
 /// The id of the task's memory cgroup: task->cgroups->subsys[memory]->cgroup->kn->id.
