@@ -177,3 +177,37 @@ pub fn quiet(command: &mut Command) {
         other => eprintln!("bench: {command:?}: {other:?}"),
     }
 }
+
+/// tracefs at /sys/kernel/tracing for bpftrace, which finds no tracepoint without it (a fresh
+/// machine mounts it only when something asks); unmounted on drop if the bench mounted it.
+pub struct Tracefs {
+    mounted_here: bool,
+}
+
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+impl Tracefs {
+    pub fn ensure() -> Result<Self> {
+        if Path::new(TRACEFS).join("events").exists() {
+            return Ok(Self {
+                mounted_here: false,
+            });
+        }
+        let status = Command::new("mount")
+            .args(["-t", "tracefs", "tracefs", TRACEFS])
+            .status()
+            .context("running mount")?;
+        if !status.success() {
+            bail!("mounting tracefs at {TRACEFS} for bpftrace: mount {status}");
+        }
+        Ok(Self { mounted_here: true })
+    }
+}
+
+impl Drop for Tracefs {
+    fn drop(&mut self) {
+        if self.mounted_here {
+            let _ = Command::new("umount").arg(TRACEFS).status();
+        }
+    }
+}

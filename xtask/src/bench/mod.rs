@@ -307,6 +307,7 @@ pub fn bench(quick: bool) -> Result<()> {
     let bins = build()?;
     cleanup::catch_interrupts();
     cleanup::remove_leftovers();
+    let _tracefs = cleanup::Tracefs::ensure()?;
     let began = Instant::now();
     let load_before = loadavg();
     let rounds = if quick { 5 } else { 15 };

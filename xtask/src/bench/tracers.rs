@@ -3,7 +3,7 @@
 use std::{
     io::{BufRead as _, BufReader, Read},
     process::{Child, Command, Stdio},
-    sync::mpsc,
+    sync::{Arc, Mutex, PoisonError, mpsc},
     thread,
     time::Duration,
 };
@@ -115,7 +115,20 @@ pub fn spawn_until_ready(
     } else {
         (Box::new(stdout), Box::new(stderr))
     };
-    thread::spawn(move || std::io::copy(&mut { other }, &mut std::io::sink()));
+    // The other pipe's last lines go into the error if the tracer never attaches (bpftrace
+    // says why on stderr).
+    let other_tail = Arc::new(Mutex::new(Vec::<String>::new()));
+    let tail = Arc::clone(&other_tail);
+    thread::spawn(move || {
+        for line in BufReader::new(other).lines() {
+            let Ok(line) = line else { break };
+            let mut tail = tail.lock().unwrap_or_else(PoisonError::into_inner);
+            if tail.len() == 5 {
+                tail.remove(0);
+            }
+            tail.push(line);
+        }
+    });
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
         let mut last = String::new();
@@ -140,7 +153,15 @@ pub fn spawn_until_ready(
             running.ready_line = line;
             Ok(running)
         }
-        Ok(Err(last)) => bail!("{name} exited before attaching: {last}"),
+        Ok(Err(last)) => {
+            // The other pipe's reader may still be at its last lines.
+            thread::sleep(Duration::from_millis(200));
+            let tail = other_tail
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .join(" | ");
+            bail!("{name} exited before attaching: {last} {tail}")
+        }
         Err(_) => bail!("{name} did not attach within 60 s"),
     }
 }
