@@ -458,42 +458,53 @@ fn dirty_throttling_matches_the_tracepoint() {
     // 400 MiB stays under a large machine's dirty limit (a share of its memory): lowered,
     // machine-wide, for this test alone (the tests run one at a time), then restored.
     let _limits = DirtyLimits::lower(32 * MIB, 16 * MIB);
-    let trace = TraceInstance::new(
-        "memstall-test-bdp",
-        "writeback/balance_dirty_pages",
-        "pause > 0",
-    );
-    let file = tempfile::NamedTempFile::new_in("/var/tmp").unwrap();
-    let spec = format!("{}:400", file.path().display());
-    let (events, pid) = traced_v2_pid(&cgroup, &["--write-file", &spec]);
-    // By the writer's pid, the second field of `COMM-PID`: an instance names a task whose
-    // comm it has not cached `<...>`, and the line's cgroup_ino is the writeback domain's
-    // (the root's, without the io controller).
-    let lines = trace.lines();
-    let pauses = lines
-        .iter()
-        .filter(|l| {
-            l.split_whitespace()
-                .next()
-                .is_some_and(|task| task.ends_with(&format!("-{pid}")))
-        })
-        .count() as u64;
-    let throttles = total_count(&events, "dirty_throttle");
-    eprintln!("dirty throttling: {throttles} stalls; tracepoint pauses {pauses}");
-    let lost: Vec<&String> = lines.iter().filter(|l| l.contains("[LOST")).collect();
-    assert!(lost.is_empty(), "the trace lost events: {lost:?}");
-    let sample: Vec<&String> = lines.iter().take(3).collect();
-    assert!(
-        pauses > 0,
-        "the writer (pid {pid}) was never paused: {} lines, {sample:?}",
-        lines.len()
-    );
-    assert_eq!(
-        throttles,
-        pauses,
-        "pid {pid}: {} lines, {sample:?}",
-        lines.len()
-    );
+    // Writeback can keep up with the writer now and then (6.1's VM in CI: 0 pauses and 0
+    // stalls, where the run before passed): such a run shows nothing to compare, so it runs
+    // once more, and the second must be paused.
+    for attempt in 1..=2 {
+        let trace = TraceInstance::new(
+            "memstall-test-bdp",
+            "writeback/balance_dirty_pages",
+            "pause > 0",
+        );
+        let file = tempfile::NamedTempFile::new_in("/var/tmp").unwrap();
+        let spec = format!("{}:400", file.path().display());
+        let (events, pid) = traced_v2_pid(&cgroup, &["--write-file", &spec]);
+        // By the writer's pid, the second field of `COMM-PID`: an instance names a task whose
+        // comm it has not cached `<...>`, and the line's cgroup_ino is the writeback domain's
+        // (the root's, without the io controller).
+        let lines = trace.lines();
+        let pauses = lines
+            .iter()
+            .filter(|l| {
+                l.split_whitespace()
+                    .next()
+                    .is_some_and(|task| task.ends_with(&format!("-{pid}")))
+            })
+            .count() as u64;
+        let throttles = total_count(&events, "dirty_throttle");
+        eprintln!(
+            "dirty throttling, attempt {attempt}: {throttles} stalls; tracepoint pauses {pauses}"
+        );
+        let lost: Vec<&String> = lines.iter().filter(|l| l.contains("[LOST")).collect();
+        assert!(lost.is_empty(), "the trace lost events: {lost:?}");
+        if attempt == 1 && pauses == 0 && throttles == 0 {
+            continue;
+        }
+        let sample: Vec<&String> = lines.iter().take(3).collect();
+        assert!(
+            pauses > 0,
+            "the writer (pid {pid}) was never paused: {} lines, {sample:?}",
+            lines.len()
+        );
+        assert_eq!(
+            throttles,
+            pauses,
+            "pid {pid}: {} lines, {sample:?}",
+            lines.len()
+        );
+        return;
+    }
 }
 
 /// vm.dirty_bytes and vm.dirty_background_bytes set for a while; the four dirty sysctls
