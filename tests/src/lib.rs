@@ -698,15 +698,24 @@ pub fn assert_matches_freepages(
     );
     // Per window, the tracepoints and memstall's programs: a few µs natively (20 allowed),
     // up to a few hundred under emulation (measured up to 8 % of the time; 20 % allowed).
-    let floor = kernel.freepages.total_ns;
+    let delay = kernel.freepages.total_ns;
+    // Delay accounting times windows with local_clock, memstall with the monotonic clock:
+    // the same natively, while under emulation they drift apart a little (CI's 6.1 VM: 0.33 %
+    // short, 469.1 vs 470.7 ms over 254 windows; 2 % allowed).
+    let floor = if emulated() {
+        delay - delay / 50
+    } else {
+        delay
+    };
     let slack = if emulated() {
-        (windows * 20_000).max(floor / 5)
+        (windows * 20_000).max(delay / 5)
     } else {
         windows * 20_000
     };
     assert!(
-        ns >= floor && ns <= floor + slack,
-        "{ns} ns of {kind} stalls of {pid} vs its freepages delay {floor} ns (+{slack})"
+        ns >= floor && ns <= delay + slack,
+        "{ns} ns of {kind} stalls of {pid} vs its freepages delay {delay} ns (-{}, +{slack})",
+        delay - floor
     );
     (count, ns)
 }
